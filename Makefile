@@ -1,0 +1,47 @@
+# geostream: every set-up step lives here, so a fresh machine needs only `make run` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+GEOSTREAM := $(BIN)/geostream
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench stack-up stack-down stack-status clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+		{ echo "geostream needs Python 3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+stack-up: install
+	$(GEOSTREAM) stack up
+
+stack-down: install
+	$(GEOSTREAM) stack down
+
+stack-status: install
+	$(GEOSTREAM) stack status
+
+## The pipeline end to end on the local stack.
+run: stack-up
+	$(GEOSTREAM) stack status
+
+## Lint, then the whole test suite against the real local stack (brought up first).
+test: stack-up lint
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: stack-up
+	$(GEOSTREAM) bench
+
+clean:
+	-$(GEOSTREAM) stack down
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

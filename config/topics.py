@@ -1,0 +1,67 @@
+"""Kafka topics of the pipeline, from ``config/topics.yaml``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import yaml
+
+from config.durations import parse_duration
+from config.retention import RetentionPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic: its logical name (without prefix) and the broker settings it needs."""
+
+    name: str
+    partitions: int
+    retention_class: str
+    retention: timedelta | None
+    compact: bool
+    description: str
+
+    def broker_config(self, policy: RetentionPolicy) -> dict[str, str]:
+        """Topic-level configs: ``cleanup.policy`` and ``retention.ms``.
+
+        A compacted topic keeps the latest record per key; it still may not keep it longer than
+        its class allows, so it gets ``delete`` as well with the class period.
+        """
+        class_period = policy.period(self.retention_class)
+        if self.compact:
+            return {
+                "cleanup.policy": "compact,delete",
+                "retention.ms": str(int(class_period.total_seconds() * 1000)),
+            }
+        retention = self.retention or class_period
+        return {
+            "cleanup.policy": "delete",
+            "retention.ms": str(int(retention.total_seconds() * 1000)),
+        }
+
+
+def load_topics(path: Path, policy: RetentionPolicy) -> dict[str, TopicSpec]:
+    """Read the topics file; refuses buffers longer than their retention class."""
+    with path.open() as stream:
+        data = yaml.safe_load(stream) or {}
+    specs: dict[str, TopicSpec] = {}
+    for name, raw in (data.get("topics") or {}).items():
+        retention = parse_duration(str(raw["retention"])) if "retention" in raw else None
+        spec = TopicSpec(
+            name=str(name),
+            partitions=int(raw["partitions"]),
+            retention_class=str(raw["retention_class"]),
+            retention=retention,
+            compact=bool(raw.get("compact", False)),
+            description=str(raw.get("description", "")),
+        )
+        class_period = policy.period(spec.retention_class)
+        if retention is not None and retention > class_period:
+            raise ValueError(
+                f"topic {name!r} keeps data {retention} but class "
+                f"{spec.retention_class!r} allows only {class_period}"
+            )
+        specs[spec.name] = spec
+    return specs

@@ -1,0 +1,52 @@
+"""``geostream db migrate`` and ``geostream topics create | list``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from config.settings import get_settings
+
+
+def register(commands: Any) -> None:
+    db = commands.add_parser("db", help="database schema")
+    db_actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
+    db_actions.add_parser("migrate", help="apply pending migrations")
+    db.set_defaults(handler=run_db)
+
+    topics = commands.add_parser("topics", help="Kafka topics from config/topics.yaml")
+    topic_actions = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = topic_actions.add_parser("create", help="create topics and align their configs")
+    create.add_argument("names", nargs="*", help="logical topic names (default: all)")
+    topic_actions.add_parser("list", help="configured topics and their broker configs")
+    topics.set_defaults(handler=run_topics)
+
+
+def run_db(args: argparse.Namespace) -> int:
+    from geostream.db import database_url
+    from sinks.migrate import migrate
+
+    applied = migrate(database_url(get_settings()))
+    for migration in applied:
+        print(f"applied {migration.version:04d}_{migration.name}")
+    if not applied:
+        print("database is up to date")
+    return 0
+
+
+def run_topics(args: argparse.Namespace) -> int:
+    from config.retention import RetentionPolicy
+    from geostream.kafka import create_topics, topic_name, topic_specs
+
+    settings = get_settings()
+    if args.action == "list":
+        policy = RetentionPolicy.load(settings.retention_file)
+        for spec in topic_specs(settings).values():
+            configs = " ".join(f"{k}={v}" for k, v in spec.broker_config(policy).items())
+            print(f"{topic_name(settings, spec.name)}  partitions={spec.partitions}  {configs}")
+        return 0
+    result = asyncio.run(create_topics(settings, args.names or None))
+    for name, state in result.items():
+        print(f"{name}: {state}")
+    return 0

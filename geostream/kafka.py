@@ -1,0 +1,122 @@
+"""Kafka at the edges: the one producer factory, topic administration and broker health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from config.retention import RetentionPolicy
+from config.settings import Settings
+from config.topics import TopicSpec, load_topics
+
+log = logging.getLogger("geostream.kafka")
+
+
+def topic_name(settings: Settings, logical: str) -> str:
+    """The broker-side name of a logical topic (``fixes.raw``), with the configured prefix."""
+    return f"{settings.topic_prefix}{logical}"
+
+
+def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
+    return load_topics(settings.topics_file, RetentionPolicy.load(settings.retention_file))
+
+
+def create_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
+    """The one producer configuration of geostream: durable and ordered per key.
+
+    ``acks=all`` with idempotence means an acknowledged record is on every in-sync replica and
+    a retried send is never written twice; callers start and stop the producer themselves.
+    """
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        "compression_type": "lz4",
+        "request_timeout_ms": 15_000,
+        "client_id": "geostream",
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def admin_client(settings: Settings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="geostream-admin"
+    )
+
+
+async def create_topics(settings: Settings, names: Iterable[str] | None = None) -> dict[str, str]:
+    """Create the configured topics (all, or the logical ``names``) and align their configs.
+
+    Returns ``{broker topic name: "created" | "exists"}``; existing topics get their
+    ``retention.ms`` and ``cleanup.policy`` set from config, so re-running converges.
+    """
+    specs = topic_specs(settings)
+    wanted = [specs[n] for n in names] if names is not None else list(specs.values())
+    policy = RetentionPolicy.load(settings.retention_file)
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        result: dict[str, str] = {}
+        new = [
+            NewTopic(
+                name=topic_name(settings, spec.name),
+                num_partitions=spec.partitions,
+                replication_factor=1,
+                topic_configs=spec.broker_config(policy),
+            )
+            for spec in wanted
+            if topic_name(settings, spec.name) not in existing
+        ]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(new)
+        for spec in wanted:
+            name = topic_name(settings, spec.name)
+            result[name] = "exists" if name in existing else "created"
+        if existing:
+            resources = [
+                ConfigResource(
+                    ConfigResourceType.TOPIC,
+                    topic_name(settings, spec.name),
+                    configs=spec.broker_config(policy),
+                )
+                for spec in wanted
+                if topic_name(settings, spec.name) in existing
+            ]
+            if resources:
+                await admin.alter_configs(resources)
+        return result
+    finally:
+        await admin.close()
+
+
+async def broker_health(bootstrap: str, request_timeout_s: float = 5.0) -> dict[str, object]:
+    """Ask the broker for its metadata: up, broker count and topic count."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(request_timeout_s * 1000)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), request_timeout_s)
+        topics = await asyncio.wait_for(admin.list_topics(), request_timeout_s)
+        cluster = await asyncio.wait_for(admin.describe_cluster(), request_timeout_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        return {"up": False, "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        await admin.close()
+    return {
+        "up": True,
+        "brokers": len(cluster.get("brokers", [])),
+        "cluster_id": cluster.get("cluster_id"),
+        "topics": len([t for t in topics if not t.startswith("__")]),
+    }

@@ -1,0 +1,57 @@
+"""orjson on the wire: encoding and validated decoding of the v1 records."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+T = TypeVar("T")
+
+
+class WireError(ValueError):
+    """Bytes that are not a valid record; ``reason`` is a machine-readable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+_ADAPTERS: dict[type, TypeAdapter[Any]] = {}
+
+
+def adapter(record_type: type[T]) -> TypeAdapter[T]:
+    """The (cached) pydantic adapter that validates and describes ``record_type``."""
+    cached = _ADAPTERS.get(record_type)
+    if cached is None:
+        cached = _ADAPTERS[record_type] = TypeAdapter(record_type)
+    return cached
+
+
+def encode(record: object) -> bytes:
+    """Serialise a record (a dataclass of :mod:`schemas.records`) to JSON bytes.
+
+    orjson writes dataclasses and aware datetimes (RFC 3339) natively, so this is one C call.
+    """
+    return orjson.dumps(record)
+
+
+def decode(record_type: type[T], data: bytes | str) -> T:
+    """Parse and validate JSON bytes as ``record_type``."""
+    try:
+        raw: Any = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise WireError("malformed_json", str(exc)) from exc
+    return validate(record_type, raw)
+
+
+def validate(record_type: type[T], raw: Any) -> T:
+    """Validate an already parsed JSON value as ``record_type``."""
+    try:
+        return adapter(record_type).validate_python(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise WireError(f"invalid_{first['type']}", f"{where}: {first['msg']}") from exc
