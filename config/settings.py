@@ -69,6 +69,14 @@ class Settings(BaseSettings):
         description="Prefix for every topic name; lets several pipelines share a broker.",
     )
 
+    # Ingest (device gateway) -----------------------------------------------------------------
+
+    # Processors (worker, cleaning, segmentation) ---------------------------------------------
+
+    # Sink and retention ----------------------------------------------------------------------
+
+    # Dispatcher API --------------------------------------------------------------------------
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "geostream.stack.commands",
     "geostream.commands",
     "schemas.commands",
+    "geostream.admin",
     "geostream.bench",
 )
 
