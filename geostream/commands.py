@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 from typing import Any
 
 from config.settings import get_settings
@@ -21,6 +22,12 @@ def register(commands: Any) -> None:
     create.add_argument("names", nargs="*", help="logical topic names (default: all)")
     topic_actions.add_parser("list", help="configured topics and their broker configs")
     topics.set_defaults(handler=run_topics)
+
+    settings = commands.add_parser("settings", help="the effective settings")
+    settings.add_argument(
+        "--update-readme", action="store_true", help="rewrite the README's settings table"
+    )
+    settings.set_defaults(handler=run_settings)
 
 
 def run_db(args: argparse.Namespace) -> int:
@@ -49,4 +56,19 @@ def run_topics(args: argparse.Namespace) -> int:
     result = asyncio.run(create_topics(settings, args.names or None))
     for name, state in result.items():
         print(f"{name}: {state}")
+    return 0
+
+
+def run_settings(args: argparse.Namespace) -> int:
+    from config.docs import readme_with_table
+    from config.settings import PROJECT_DIR
+
+    if args.update_readme:
+        readme = PROJECT_DIR / "README.md"
+        readme.write_text(readme_with_table(readme.read_text()))
+        print(f"updated {readme}")
+        return 0
+    for name, value in get_settings().model_dump().items():
+        shown = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", str(value))
+        print(f"GEOSTREAM_{name.upper()}={shown}")
     return 0

@@ -41,6 +41,7 @@ class Stack:
             root=self.settings.stack_dir / "kafka",
             version=self.settings.kafka_version,
             port=int(port),
+            controller_port=int(port) + 1,
             heap=self.settings.kafka_heap,
         )
 
