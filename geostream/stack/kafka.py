@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -113,7 +114,7 @@ class KafkaNode:
         log.info("formatting Kafka storage in %s", data)
         run(
             ["java", "-cp", f"{self.libs}/*", "kafka.tools.StorageTool", "format",
-             "-t", str(uuid.uuid4()).replace("-", "")[:22], "-c", properties],
+             "-t", _cluster_id(), "-c", properties],
             log_file=self.root / "format.log",
         )  # fmt: skip
         return True
@@ -167,6 +168,11 @@ class KafkaNode:
 
     def remove_data(self) -> None:
         shutil.rmtree(self.root / "data", ignore_errors=True)
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id as Kafka makes them: a random UUID, base64url without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
 def _reap(pid: int, block: bool = False) -> None:
