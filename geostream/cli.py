@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "geostream.commands",
     "schemas.commands",
     "geostream.admin",
+    "geostream.serve",
     "geostream.bench",
 )
 

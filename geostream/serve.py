@@ -1,0 +1,129 @@
+"""``geostream serve``: ingest, worker, sink and API as supervised child processes.
+
+A child that dies is started again after a growing pause (capped), so one crash does not take
+the pipeline down; SIGTERM or SIGINT stops every child with SIGTERM, waits for a clean
+shutdown and kills what is still running after the grace period.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("geostream.serve")
+
+SERVICES: dict[str, list[str]] = {
+    "ingest": ["ingest"],
+    "worker": ["worker"],
+    "sink": ["sink"],
+    "api": ["api"],
+}
+GRACE_S = 20.0
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class Child:
+    """One supervised process: its full command line, the process, its restart history."""
+
+    name: str
+    argv: list[str]
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(*self.argv)
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %s)", self.name, self.process.pid)
+
+    def backoff(self) -> float:
+        """Pause before the next start: doubles per quick crash, resets after a long run."""
+        if time.monotonic() - self.started_at > MAX_BACKOFF_S:
+            self.restarts = 0
+        self.restarts += 1
+        return float(min(MAX_BACKOFF_S, 2 ** (self.restarts - 1)))
+
+
+class Supervisor:
+    """Keeps the children running until asked to stop."""
+
+    def __init__(self, children: list[Child]) -> None:
+        self.children = children
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await asyncio.gather(*(self._keep(child) for child in self.children))
+        return 0
+
+    async def _keep(self, child: Child) -> None:
+        while not self.stopping.is_set():
+            await child.start()
+            assert child.process is not None
+            waiter = asyncio.create_task(child.process.wait())
+            stopper = asyncio.create_task(self.stopping.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if self.stopping.is_set():
+                stopper.cancel()
+                await self._stop(child, waiter)
+                return
+            stopper.cancel()
+            pause = child.backoff()
+            log.warning(
+                "%s exited with %s; starting it again in %.0fs", child.name, waiter.result(), pause
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), pause)
+
+    async def _stop(self, child: Child, waiter: asyncio.Task[int]) -> None:
+        assert child.process is not None
+        if child.process.returncode is None:
+            child.process.terminate()
+        done, _ = await asyncio.wait({waiter}, timeout=GRACE_S)
+        if not done:
+            log.warning("%s did not stop within %.0fs; killing it", child.name, GRACE_S)
+            child.process.kill()
+        code = await waiter
+        log.info("stopped %s (exit %s)", child.name, code)
+
+
+def geostream_argv(*args: str) -> list[str]:
+    """The command line of a ``geostream`` sub-command in this interpreter."""
+    return [sys.executable, "-m", "geostream.cli", *args]
+
+
+def register(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run ingest, worker, sink and API, supervised")
+    serve.add_argument(
+        "--only",
+        default=",".join(SERVICES),
+        help=f"comma-separated services to run (default: {','.join(SERVICES)})",
+    )
+    serve.add_argument(
+        "--simulate", type=int, default=0, metavar="N", help="also run N simulated couriers"
+    )
+    serve.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(SERVICES))
+    if unknown:
+        print(f"geostream serve: unknown services {unknown}; choose from {sorted(SERVICES)}")
+        return 2
+    children = [Child(name, geostream_argv(*SERVICES[name])) for name in names]
+    if args.simulate:
+        children.append(
+            Child("simulate", geostream_argv("simulate", "--couriers", str(args.simulate)))
+        )
+    return asyncio.run(Supervisor(children).run())
