@@ -129,7 +129,7 @@ def test_position_row_with_postgis_point_in_hypertable(database_url: str) -> Non
 
 def test_stack_status_names_healthy_services(stack: Stack) -> None:
     status = stack.status()
-    assert status["kafka_bootstrap"] == "127.0.0.1:9092"
+    assert status["kafka_bootstrap"] == stack.settings.kafka_bootstrap
     assert status["database_url"].startswith("postgresql://")
     pg = status["services"]["postgres"]
     assert {"timescaledb", "postgis"} <= set(pg["extensions"])
