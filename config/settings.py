@@ -70,12 +70,235 @@ class Settings(BaseSettings):
     )
 
     # Ingest (device gateway) -----------------------------------------------------------------
+    ingest_host: str = Field(default="127.0.0.1", description="Address the device gateway binds.")
+    ingest_port: int = Field(default=8080, ge=0, le=65535, description="Port of the device gateway.")
+    ingest_url: str = Field(
+        default="",
+        description="Gateway URL for simulate/replay/bench clients; empty means host and port above.",
+    )
+    ingest_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body on the wire (413 above)."
+    )
+    ingest_max_decompressed_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest gzip-decompressed body (413 above; stops zip bombs).",
+    )
+    ingest_max_batch_fixes: int = Field(
+        default=1000, ge=1, description="Most fixes in one request (413 above)."
+    )
+    ingest_future_tolerance_s: float = Field(
+        default=300.0, ge=0, description="How far ahead of the gateway clock a fix ts may be."
+    )
+    ingest_max_age_s: float = Field(
+        default=48 * 3600.0,
+        gt=0,
+        description="Oldest fix ts accepted by live ingest (offline batches included).",
+    )
+    ingest_rate_per_s: float = Field(
+        default=5.0, gt=0, description="Requests per second a device may sustain (token bucket)."
+    )
+    ingest_rate_burst: float = Field(
+        default=20.0, ge=1, description="Requests a device may send at once (token bucket size)."
+    )
+    ingest_token_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a resolved device token is cached; revocation takes effect within it.",
+    )
+    ingest_produce_timeout_s: float = Field(
+        default=10.0, gt=0, description="Wait for Kafka acks this long before answering 503."
+    )
+    ingest_retry_after_s: int = Field(
+        default=5, ge=1, description="Retry-After seconds sent with 503 when Kafka is unavailable."
+    )
 
     # Processors (worker, cleaning, segmentation) ---------------------------------------------
+    stop_max_diameter_m: float = Field(
+        default=80.0,
+        gt=0,
+        description="A stop stays within this diameter (MovingPandas max_diameter): wide enough "
+        "for urban GPS jitter (10-30 m) plus a courier walking from kerb to door, narrow enough "
+        "that two neighbouring delivery addresses stay apart.",
+    )
+    stop_min_duration_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="...for at least this long (MovingPandas min_duration): longer than a red "
+        "light or a queue at a junction (mostly under 90 s), shorter than a hand-over.",
+    )
+    trip_max_gap_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="No fix for this long closes the open trip (in the data or by the timer); "
+        "apps send every 5-30 s while moving, so 10 min means the phone is off or offline.",
+    )
+    reorder_window_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="Fixes are held this long (in event time) so that ones arriving out of "
+        "order are put back in order before they reach the live state; older ones are late.",
+    )
+    clean_max_future_s: float = Field(
+        default=120.0, ge=0, description="Refuse fixes whose ts is this far after received_at."
+    )
+    clean_max_past_s: float = Field(
+        default=172_800.0,
+        gt=0,
+        description="Refuse fixes whose ts is this far before received_at (apps queue offline "
+        "fixes for a shift or two).",
+    )
+    clean_max_accuracy_m: float = Field(
+        default=100.0, gt=0, description="Refuse fixes with a worse (larger) accuracy radius."
+    )
+    clean_max_speed_mps: float = Field(
+        default=60.0,
+        gt=0,
+        description="Implausible jump: derived speed from the last accepted fix above this "
+        "(216 km/h; no courier vehicle is faster).",
+    )
+    clean_jump_recovery_fixes: int = Field(
+        default=2,
+        ge=1,
+        description="After this many consecutive rejected jumps that agree with each other, "
+        "the courier really is there: accept and re-anchor.",
+    )
+    clean_min_period_s: float = Field(
+        default=1.0, ge=0, description="Refuse fixes closer in time than this to the last one."
+    )
+    clean_jitter_radius_m: float = Field(
+        default=10.0,
+        ge=0,
+        description="Movement under this radius from the last moving anchor counts as zero "
+        "(parked jitter must not add distance).",
+    )
+    clean_dedupe_memory: int = Field(
+        default=16, ge=1, description="Recent fix ids per courier remembered for dedupe."
+    )
+    clean_org_overrides: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='Per-org cleaning overrides, e.g. {"acme": {"max_accuracy_m": 50}} (JSON).',
+    )
+    trip_simplify_tolerance_m: float = Field(
+        default=10.0, ge=0, description="Douglas-Peucker tolerance of trip paths."
+    )
+    trip_path_max_points: int = Field(
+        default=32, ge=4, description="Bound on the path points kept in state per open trip."
+    )
+    stop_window_max_points: int = Field(
+        default=16, ge=4, description="Bound on the stop-detection window kept in state."
+    )
+    zone_min_dwell_s: float = Field(
+        default=30.0, ge=0, description="Inside (or out of) a zone this long before the event."
+    )
+    zone_hysteresis_m: float = Field(
+        default=20.0, ge=0, description="Exit only once this far outside the zone's edge."
+    )
+    worker_store: str = Field(
+        default="rocksdb",
+        pattern="^(rocksdb|memory)$",
+        description="Table store of the worker: rocksdb (rocksdict) or memory.",
+    )
+    worker_data_dir: Path = Field(
+        default=PROJECT_DIR / ".worker", description="Where the worker keeps its table stores."
+    )
+    worker_idle_interval_s: float = Field(
+        default=15.0, gt=0, description="How often the worker's timer closes idle trips."
+    )
+    worker_guarantee: str = Field(
+        default="exactly_once",
+        pattern="^(exactly_once|at_least_once)$",
+        description="faust processing guarantee: exactly_once commits outputs, state changelog "
+        "and offsets in one Kafka transaction, so a killed worker never re-emits or loses.",
+    )
+    worker_partitions: int = Field(
+        default=6, ge=1, description="Partitions of fixes.raw (and the table's changelog)."
+    )
+    metrics_port: int = Field(default=9101, description="Prometheus port of the worker (0: off).")
+
 
     # Sink and retention ----------------------------------------------------------------------
+    sink_group_id: str = Field(
+        default="geostream-sink", description="Kafka consumer group of the sink (all 4 topics)."
+    )
+    sink_batch_max_records: int = Field(
+        default=20_000, ge=1, description="The sink writes a batch once it holds this many."
+    )
+    sink_batch_max_wait_ms: int = Field(
+        default=500, ge=1, description="... or once its first record has waited this long."
+    )
+    sink_retry_initial_s: float = Field(
+        default=0.5, gt=0, description="First back-off after a failed (transient) DB write."
+    )
+    sink_retry_max_s: float = Field(
+        default=15.0, gt=0, description="Longest back-off between DB write retries (no limit)."
+    )
+    sink_metrics_host: str = Field(
+        default="127.0.0.1", description="Address of the sink's Prometheus /metrics."
+    )
+    sink_metrics_port: int = Field(
+        default=9102, ge=0, le=65535, description="Port of the sink's /metrics (0: off)."
+    )
+    sink_retention_interval_s: float = Field(
+        default=3600.0, ge=0, description="How often the sink runs retention (0: never)."
+    )
+    sink_aggregates_interval_s: float = Field(
+        default=300.0, ge=0, description="How often the sink refreshes courier_daily (0: never)."
+    )
+    sink_aggregates_lookback_days: int = Field(
+        default=2, ge=1, description="Days (back from today) each courier_daily refresh redoes."
+    )
+    db_api_password: str = Field(
+        default="",
+        description="Password of the restricted geostream_api DB role; empty: derived from the "
+        "owner's password (HMAC), so every API process agrees without storing a secret.",
+    )
 
     # Dispatcher API --------------------------------------------------------------------------
+    api_host: str = Field(default="127.0.0.1", description="Address the dispatcher API binds.")
+    api_port: int = Field(default=8081, ge=0, le=65535, description="Port of the dispatcher API.")
+    api_default_range_s: float = Field(
+        default=3600.0, gt=0, description="Time range of history queries when from is omitted."
+    )
+    api_max_range_s: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="Longest from..to range of one history query (422 above); page through "
+        "longer periods with several ranges.",
+    )
+    api_default_limit: int = Field(
+        default=500, ge=1, description="Items per page when the request names no limit."
+    )
+    api_max_limit: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most items per page (422 above); 10,000 lets a dashboard fetch a large "
+        "org's latest positions in one request.",
+    )
+    api_statement_timeout_ms: int = Field(
+        default=5000, ge=1, description="Longest time one API query may run in PostgreSQL."
+    )
+    api_zone_fresh_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="A courier counts as inside a zone now if its latest fix there is at most "
+        "this old.",
+    )
+    api_token_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a resolved dispatcher token is cached; revocation takes effect "
+        "within it.",
+    )
+    api_sse_heartbeat_s: float = Field(
+        default=15.0, gt=0, description="Comment line sent on idle /v1/live streams this often."
+    )
+    api_sse_queue_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Updates buffered per /v1/live client; a client that falls this far behind "
+        "is told so and disconnected (it reconnects and reloads /v1/couriers/latest).",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-ADMIN_MODULES: tuple[str, ...] = ()
+ADMIN_MODULES: tuple[str, ...] = ("ingest.commands", "sinks.commands", "sinks.api.commands")
 
 
 def register(commands: Any) -> None:

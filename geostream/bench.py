@@ -20,7 +20,12 @@ from typing import Any
 
 from config.settings import PROJECT_DIR
 
-BENCH_MODULES: tuple[str, ...] = ("geostream.bench_kafka",)
+BENCH_MODULES: tuple[str, ...] = (
+    "geostream.bench_kafka",
+    "ingest.bench",
+    "sinks.bench",
+    "sinks.api.bench",
+)
 DOC = PROJECT_DIR / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks
 

@@ -19,6 +19,10 @@ COMMAND_MODULES = (
     "geostream.admin",
     "geostream.serve",
     "geostream.bench",
+    "ingest.commands",
+    "sinks.commands",
+    "processors.commands",
+    "sinks.api.commands",
 )
 
 

@@ -1,0 +1,66 @@
+"""Bearer tokens of devices and dispatchers: issued once, stored as hashes, cached briefly.
+
+A token is 256 random bits behind a short prefix that says what it is for. PostgreSQL keeps
+only its SHA-256, so a leaked table lets nobody in. Services cache resolutions (positive and
+negative) for a few seconds: that bounds both the delay before a revocation bites and the
+queries a flood of bad tokens can cause.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+def new_token(prefix: str) -> str:
+    """A fresh token with 256 bits of entropy."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> bytes:
+    """What the database stores and services look up: SHA-256 of the token text."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+class TokenCache(Generic[T]):
+    """Token hash -> identity (or None: unknown/revoked) for ``ttl_s`` seconds, bounded in size.
+
+    With ``ttl_s = 0`` nothing is cached and every request asks the database.
+    """
+
+    def __init__(
+        self,
+        ttl_s: float,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[bytes, tuple[float, T | None]] = {}
+
+    def get(self, token_hash: bytes) -> tuple[bool, T | None]:
+        """(hit, identity): a miss means "ask the database"."""
+        entry = self._entries.get(token_hash)
+        if entry is None:
+            return False, None
+        expires, identity = entry
+        if self.clock() >= expires:
+            del self._entries[token_hash]
+            return False, None
+        return True, identity
+
+    def put(self, token_hash: bytes, identity: T | None) -> None:
+        if self.ttl_s <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            now = self.clock()
+            self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+        self._entries[token_hash] = (self.clock() + self.ttl_s, identity)
