@@ -1,0 +1,474 @@
+"""The dispatcher API as an ASGI app (FastAPI): routes, auth, errors; the SQL is elsewhere.
+
+Isolation from the API's side: the pool logs in as ``geostream_api`` (never the owner), every
+request resolves its bearer token to one dispatcher of one org, and every query runs in
+:func:`sinks.isolation.org_transaction` for that org, so PostgreSQL's row-level security
+decides what is visible. Another org's courier or zone is answered with 404, exactly as one
+that does not exist, so ids of other orgs cannot be probed; 403 is kept for a known dispatcher
+asking for something its token does not allow (privacy actions without an operator token).
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the routes' signatures, whose
+# Annotated aliases (Auth, Limit, ...) are local to create_app and must stay objects.
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import psycopg
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from pydantic import AwareDatetime
+
+from config.settings import Settings
+from geostream.db import create_pool
+from geostream.tokens import hash_token
+from processors.zones import Geofences
+from sinks import privacy
+from sinks.api import models, queries
+from sinks.api.auth import Dispatcher, DispatcherCache, lookup_dispatcher
+from sinks.api.live import LiveFeed, LiveHub, stream
+from sinks.api.metrics import MetricsMiddleware
+from sinks.api.params import ParamError, TimeRange, decode_cursor, encode_cursor, resolve_range
+from sinks.isolation import api_database_url, org_transaction
+
+log = logging.getLogger("geostream.api")
+
+ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
+T = TypeVar("T")
+
+DESCRIPTION = """\
+Dispatchers' view of their own organisation's couriers: latest positions, tracks, trips, stops,
+zones and a live stream.
+
+**Auth**: `Authorization: Bearer <token>` with a token from
+`geostream admin create-dispatcher --org ORG`. 401: missing, unknown or revoked token.
+A courier or zone of another organisation is answered exactly like one that does not exist
+(404). 403: the token may not do this (privacy actions need an operator token).
+
+**Time ranges**: `from` and `to` are RFC 3339 times with an offset (`2026-11-24T10:00:00Z`);
+`to` defaults to now, `from` to one range before `to`; a range is half-open and bounded.
+
+**Pagination**: `limit` items per page; pass the response's `next_cursor` as `cursor` for the
+next page (null on the last one).
+"""
+
+
+@dataclass
+class ApiState:
+    """What the routes share; made in the lifespan."""
+
+    settings: Settings
+    url: str
+    pool: AsyncConnectionPool
+    cache: DispatcherCache
+    hub: LiveHub
+    feed: LiveFeed
+    geofences: Geofences
+
+
+def session_conninfo(url: str, settings: Settings) -> str:
+    """The API role's connection string with UTC and the statement timeout for every session."""
+    options = f"-c TimeZone=UTC -c statement_timeout={settings.api_statement_timeout_ms}"
+    return make_conninfo(url, options=options)
+
+
+def json_response(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def page_response(page: queries.Page, listing: str, head: dict[str, Any]) -> Response:
+    """``head`` + ``next_cursor`` + the page's items, which PostgreSQL already rendered."""
+    cursor = encode_cursor(listing, orjson.loads(page.next_key)) if page.next_key else None
+    body = {**head, "next_cursor": cursor, "items": orjson.Fragment(page.items_json)}
+    return json_response(body)
+
+
+def not_found(kind: str, ident: str) -> HTTPException:
+    return HTTPException(404, f"{kind} {ident!r} not found in your organisation")
+
+
+def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
+    """The app; ``db_url`` overrides the API role's URL (default: enable it and derive it)."""
+    holder: dict[str, ApiState] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url: str = (
+            db_url if db_url is not None else await asyncio.to_thread(api_database_url, settings)
+        )
+        conninfo = session_conninfo(url, settings)
+        pool = create_pool(settings, conninfo)
+        await pool.open()
+        hub = LiveHub(settings.api_sse_queue_size)
+        feed = LiveFeed(settings, hub)
+        geofences = Geofences.load(settings.geofences_file, settings.zone_hysteresis_m)
+        holder["state"] = ApiState(
+            settings, conninfo, pool, DispatcherCache(settings.api_token_cache_ttl_s), hub, feed,
+            geofences,
+        )  # fmt: skip
+        feed.start()
+        log.info("dispatcher API ready (%d zones)", len(geofences.zones))
+        try:
+            yield
+        finally:
+            await feed.stop()
+            await pool.close()
+
+    app = FastAPI(
+        title="geostream dispatcher API",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.add_middleware(MetricsMiddleware, router_app=app.router)
+
+    def state() -> ApiState:
+        return holder["state"]
+
+    bearer = HTTPBearer(
+        auto_error=False, description="Dispatcher token from `geostream admin create-dispatcher`."
+    )
+
+    async def current_dispatcher(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Dispatcher:
+        if credentials is None:
+            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        st = state()
+        token_hash = hash_token(credentials.credentials)
+        hit, dispatcher = st.cache.get(token_hash)
+        if not hit:
+            async with st.pool.connection() as conn:
+                dispatcher = await lookup_dispatcher(conn, token_hash)
+            st.cache.put(token_hash, dispatcher)
+        if dispatcher is None:
+            raise HTTPException(
+                401,
+                "unknown or revoked dispatcher token",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        return dispatcher
+
+    Auth = Annotated[Dispatcher, Depends(current_dispatcher)]
+    CourierId = Annotated[
+        str, Path(pattern=ID_PATTERN, max_length=128, description="The courier's id.")
+    ]
+    Limit = Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=settings.api_max_limit,
+            description=f"Items per page (default {settings.api_default_limit}).",
+        ),
+    ]
+    Cursor = Annotated[
+        str | None, Query(max_length=2048, description="next_cursor of the previous page.")
+    ]
+    From = Annotated[
+        AwareDatetime | None,
+        Query(
+            alias="from",
+            description=f"Start (inclusive); default: to - {settings.api_default_range_s:g} s.",
+        ),
+    ]
+    To = Annotated[AwareDatetime | None, Query(description="End (exclusive); default: now.")]
+
+    async def in_org(dispatcher: Dispatcher, work: Callable[[queries.Conn], Awaitable[T]]) -> T:
+        async with state().pool.connection() as conn, org_transaction(conn, dispatcher.org_id):
+            return await work(conn)
+
+    def span_of(start: datetime | None, end: datetime | None) -> TimeRange:
+        return resolve_range(
+            start,
+            end,
+            now=datetime.now(UTC),
+            default_s=settings.api_default_range_s,
+            max_s=settings.api_max_range_s,
+        )
+
+    def after_key(listing: str, cursor: str | None) -> tuple[datetime, str] | None:
+        if cursor is None:
+            return None
+        ts, ident = decode_cursor(listing, cursor, ("ts", "str"))
+        assert isinstance(ts, datetime)
+        assert isinstance(ident, str)
+        return ts, ident
+
+    async def courier_page(
+        dispatcher: Dispatcher,
+        courier_id: str,
+        fetch: Callable[[queries.Conn], Awaitable[queries.Page]],
+    ) -> queries.Page:
+        """A page of one courier's history; 404 when the org knows no such courier."""
+
+        async def work(conn: queries.Conn) -> queries.Page | None:
+            page = await fetch(conn)
+            if page.items_json == "[]" and not await queries.courier_known(
+                conn, dispatcher.org_id, courier_id
+            ):
+                return None
+            return page
+
+        page = await in_org(dispatcher, work)
+        if page is None:
+            raise not_found("courier", courier_id)
+        return page
+
+    @app.exception_handler(ParamError)
+    async def param_error(request: Request, exc: ParamError) -> Response:
+        return JSONResponse({"detail": [exc.detail()]}, status_code=422)
+
+    @app.exception_handler(psycopg.errors.QueryCanceled)
+    async def query_cancelled(request: Request, exc: Exception) -> Response:
+        return JSONResponse(
+            {
+                "detail": f"the query ran longer than {settings.api_statement_timeout_ms} ms;"
+                " ask for a shorter range or a smaller page"
+            },
+            status_code=503,
+        )
+
+    async def database_unavailable(request: Request, exc: Exception) -> Response:
+        log.warning("database unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": "database unavailable; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    app.add_exception_handler(psycopg.OperationalError, database_unavailable)
+    app.add_exception_handler(PoolTimeout, database_unavailable)
+
+    @app.get(
+        "/v1/couriers/latest",
+        response_model=models.PositionPage,
+        summary="Latest position of every courier of the organisation",
+    )
+    async def latest(dispatcher: Auth, limit: Limit = None, cursor: Cursor = None) -> Response:
+        after = str(decode_cursor("latest", cursor, ("str",))[0]) if cursor else None
+        n = limit or settings.api_default_limit
+
+        async def work(conn: queries.Conn) -> queries.Page:
+            return await queries.latest_positions(conn, dispatcher.org_id, n, after)
+
+        return page_response(await in_org(dispatcher, work), "latest", {})
+
+    @app.get(
+        "/v1/couriers/{courier_id}/track",
+        response_model=models.TrackPage,
+        summary="A courier's positions in a time range, and their route as GeoJSON",
+    )
+    async def track(
+        dispatcher: Auth,
+        courier_id: CourierId,
+        from_: From = None,
+        to: To = None,
+        simplify: Annotated[
+            float,
+            Query(
+                ge=0,
+                le=1000,
+                description="Douglas-Peucker tolerance of the route in metres (0: none).",
+            ),
+        ] = 0.0,
+        limit: Limit = None,
+        cursor: Cursor = None,
+    ) -> Response:
+        span = span_of(from_, to)
+        after = after_key("track", cursor)
+        n = limit or settings.api_default_limit
+
+        async def fetch(conn: queries.Conn) -> queries.Page:
+            return await queries.track(
+                conn, dispatcher.org_id, courier_id, span, n, after, simplify
+            )
+
+        page = await courier_page(dispatcher, courier_id, fetch)
+        geometry = orjson.Fragment(page.extra[0]) if page.extra[0] is not None else None
+        route = {
+            "type": "Feature",
+            "geometry": geometry,
+            "properties": {
+                "courier_id": courier_id,
+                "simplify_m": simplify,
+                "points": len(orjson.loads(page.items_json)),
+            },
+        }
+        head = {"courier_id": courier_id, "from": span.start, "to": span.end, "route": route}
+        return page_response(page, "track", head)
+
+    def interval_route(listing: str, fetcher: Any, model: Any, summary: str) -> None:
+        @app.get(f"/v1/couriers/{{courier_id}}/{listing}", response_model=model, summary=summary)
+        async def handler(
+            dispatcher: Auth,
+            courier_id: CourierId,
+            from_: From = None,
+            to: To = None,
+            limit: Limit = None,
+            cursor: Cursor = None,
+        ) -> Response:
+            span = span_of(from_, to)
+            after = after_key(listing, cursor)
+            n = limit or settings.api_default_limit
+            lookback = span.start - timedelta(seconds=settings.api_max_range_s)
+
+            async def fetch(conn: queries.Conn) -> queries.Page:
+                page: queries.Page = await fetcher(
+                    conn, dispatcher.org_id, courier_id, span, n, after, lookback
+                )
+                return page
+
+            page = await courier_page(dispatcher, courier_id, fetch)
+            head = {"courier_id": courier_id, "from": span.start, "to": span.end}
+            return page_response(page, listing, head)
+
+        handler.__name__ = listing
+
+    interval_route(
+        "trips", queries.trips, models.TripPage, "A courier's trips overlapping a time range"
+    )
+    interval_route(
+        "stops", queries.stops, models.StopPage, "A courier's stops overlapping a time range"
+    )
+
+    @app.get(
+        "/v1/zones/{zone_id}/couriers",
+        response_model=models.ZonePage,
+        summary="Couriers inside a zone now",
+    )
+    async def zone_couriers(
+        dispatcher: Auth,
+        zone_id: Annotated[str, Path(max_length=128, description="A zone of your organisation.")],
+        limit: Limit = None,
+        cursor: Cursor = None,
+    ) -> Response:
+        zone = next(
+            (
+                z
+                for z in state().geofences.zones
+                if z.org_id == dispatcher.org_id and z.zone_id == zone_id
+            ),
+            None,
+        )
+        if zone is None:
+            raise not_found("zone", zone_id)
+        after = str(decode_cursor("zone", cursor, ("str",))[0]) if cursor else None
+        n = limit or settings.api_default_limit
+        since = datetime.now(UTC) - timedelta(seconds=settings.api_zone_fresh_s)
+
+        async def work(conn: queries.Conn) -> queries.Page:
+            return await queries.zone_couriers(conn, dispatcher.org_id, zone_id, since, n, after)
+
+        page = await in_org(dispatcher, work)
+        return page_response(page, "zone", {"zone_id": zone_id, "kind": zone.kind})
+
+    @app.get(
+        "/v1/live",
+        summary="Server-Sent Events: this organisation's position and event updates",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def live(dispatcher: Auth) -> StreamingResponse:
+        st = state()
+        try:
+            await asyncio.wait_for(st.feed.ready.wait(), 10.0)
+        except TimeoutError as exc:
+            raise HTTPException(
+                503, "the live feed is not connected to Kafka; retry shortly",
+                headers={"Retry-After": "5"},
+            ) from exc  # fmt: skip
+        subscription = st.hub.subscribe(dispatcher.org_id)
+        return StreamingResponse(
+            stream(st.hub, subscription, settings.api_sse_heartbeat_s),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def operator_courier(dispatcher: Dispatcher, courier_id: str) -> None:
+        """403 unless an operator token; 404 unless the org knows the courier."""
+        if not dispatcher.is_operator:
+            raise HTTPException(
+                403,
+                "export and delete need an operator token"
+                " (geostream admin create-dispatcher --operator)",
+            )
+
+        async def known(conn: queries.Conn) -> bool:
+            return await queries.courier_known(conn, dispatcher.org_id, courier_id)
+
+        if not await in_org(dispatcher, known):
+            raise not_found("courier", courier_id)
+
+    @asynccontextmanager
+    async def privacy_connection(org_id: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A short-lived connection of the API role, limited to ``org_id`` for its lifetime.
+
+        :func:`sinks.privacy.export_courier` runs its own transaction (a consistent snapshot),
+        so the org is set for this session, which nothing else ever uses.
+        """
+        conn = await psycopg.AsyncConnection.connect(state().url, autocommit=True)
+        try:
+            await conn.execute("SELECT set_config('geostream.org_id', %s, false)", (org_id,))
+            yield conn
+        finally:
+            await conn.close()
+
+    @app.get(
+        "/v1/couriers/{courier_id}/export",
+        summary="Everything stored about a courier (privacy: right of access); operators only",
+    )
+    async def export(dispatcher: Auth, courier_id: CourierId) -> Response:
+        await operator_courier(dispatcher, courier_id)
+        async with privacy_connection(dispatcher.org_id) as conn:
+            document = await privacy.export_courier(conn, dispatcher.org_id, courier_id)
+        return json_response(document)
+
+    @app.delete(
+        "/v1/couriers/{courier_id}/data",
+        response_model=models.Deleted,
+        summary="Delete everything stored about a courier (privacy: erasure); operators only",
+    )
+    async def delete(dispatcher: Auth, courier_id: CourierId) -> Response:
+        await operator_courier(dispatcher, courier_id)
+
+        async def work(conn: queries.Conn) -> dict[str, int]:
+            return await queries.delete_courier(conn, courier_id)
+
+        deleted = await in_org(dispatcher, work)
+        log.info(
+            "dispatcher %s of %s deleted courier %s: %s",
+            dispatcher.dispatcher_id, dispatcher.org_id, courier_id, deleted,
+        )  # fmt: skip
+        return json_response({"courier_id": courier_id, "deleted": deleted})
+
+    @app.get("/healthz", summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="The database answers (503 otherwise)")
+    async def readyz() -> Response:
+        st = state()
+        live_ready = st.feed.ready.is_set()
+        try:
+            async with st.pool.connection(timeout=2.0) as conn:
+                await queries.database_ready(conn)
+        except (psycopg.Error, PoolTimeout) as exc:
+            return json_response(
+                {"status": "unavailable", "database": str(exc), "live_feed": live_ready}, 503
+            )
+        return json_response({"status": "ready", "database": "up", "live_feed": live_ready})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,241 @@
+"""``/v1/live``: this org's position and event updates as Server-Sent Events, fed from Kafka.
+
+One consumer per API process reads ``courier.latest`` and ``courier.events`` from their ends
+(no consumer group: every API process sees every update) and hands each record to the
+subscribers of its org. Records are keyed ``org/courier``, so records of orgs nobody is
+watching are skipped without decoding; the org in the decoded record is what decides who gets
+it. Each client has a bounded queue: one that falls behind is told (``event: overflow``) and
+disconnected rather than slowing the feed or silently missing updates.
+
+The parsing and formatting are pure functions; the consumer loop is the I/O edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from config.settings import Settings
+from geostream.kafka import admin_client, topic_name
+from schemas.records import CourierEvent, EnrichedFix
+from schemas.wire import WireError, decode
+from sinks.api.metrics import LIVE_CLIENTS, LIVE_EVENTS, LIVE_UNREADABLE
+
+log = logging.getLogger("geostream.api.live")
+
+LATEST_TOPIC = "courier.latest"
+EVENTS_TOPIC = "courier.events"
+
+
+def org_of_key(key: bytes | None) -> str | None:
+    """The org of an ``org/courier`` record key (None for a key without one)."""
+    if not key:
+        return None
+    org, sep, _ = key.partition(b"/")
+    return org.decode(errors="replace") if sep and org else None
+
+
+def sse_frame(event: str, data: dict[str, object], event_id: str | None = None) -> bytes:
+    """One Server-Sent Events message."""
+    head = f"event: {event}\n" + (f"id: {event_id}\n" if event_id else "")
+    return head.encode() + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def position_update(fix: EnrichedFix) -> dict[str, object]:
+    """What a dispatcher sees of a fix: the same fields as ``/v1/couriers/latest`` items."""
+    return {
+        "courier_id": fix.courier_id,
+        "ts": fix.ts,
+        "lat": fix.lat,
+        "lon": fix.lon,
+        "accuracy_m": fix.accuracy_m,
+        "speed_mps": fix.speed_mps,
+        "heading_deg": fix.heading_deg,
+        "zone_ids": list(fix.zone_ids),
+        "trip_id": fix.trip_id,
+        "stop_id": fix.stop_id,
+    }
+
+
+def event_update(event: CourierEvent) -> dict[str, object]:
+    return {
+        "event_id": event.event_id,
+        "courier_id": event.courier_id,
+        "kind": event.kind,
+        "ts": event.ts,
+        "subject_id": event.subject_id,
+        "lat": event.lat,
+        "lon": event.lon,
+    }
+
+
+def to_frame(logical_topic: str, value: bytes) -> tuple[str, bytes]:
+    """(org, SSE frame) of a ``courier.latest`` or ``courier.events`` value; raises WireError."""
+    if logical_topic == LATEST_TOPIC:
+        fix = decode(EnrichedFix, value)
+        return fix.org_id, sse_frame("position", position_update(fix), fix.fix_id)
+    event = decode(CourierEvent, value)
+    return event.org_id, sse_frame("event", event_update(event), event.event_id)
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One ``/v1/live`` client: its org and a bounded queue of frames."""
+
+    org_id: str
+    queue: asyncio.Queue[bytes]
+    overflowed: bool = False
+
+
+@dataclass
+class LiveHub:
+    """Subscribers by org; ``publish`` never blocks (a full queue marks the client overflowed)."""
+
+    queue_size: int
+    subscribers: dict[str, set[Subscription]] = field(default_factory=dict)
+
+    def watched(self, org_id: str | None) -> bool:
+        return org_id is not None and org_id in self.subscribers
+
+    def subscribe(self, org_id: str) -> Subscription:
+        subscription = Subscription(org_id, asyncio.Queue(self.queue_size))
+        self.subscribers.setdefault(org_id, set()).add(subscription)
+        LIVE_CLIENTS.inc()
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subs = self.subscribers.get(subscription.org_id)
+        if subs is not None and subscription in subs:
+            subs.discard(subscription)
+            LIVE_CLIENTS.dec()
+            if not subs:
+                del self.subscribers[subscription.org_id]
+
+    def publish(self, org_id: str, frame: bytes) -> int:
+        """Queue ``frame`` for the org's clients; returns how many got it."""
+        delivered = 0
+        for subscription in self.subscribers.get(org_id, ()):
+            if subscription.overflowed:
+                continue
+            try:
+                subscription.queue.put_nowait(frame)
+                delivered += 1
+            except asyncio.QueueFull:
+                subscription.overflowed = True
+        return delivered
+
+
+async def stream(
+    hub: LiveHub, subscription: Subscription, heartbeat_s: float
+) -> AsyncIterator[bytes]:
+    """The body of one ``/v1/live`` response: ready, then updates, with heartbeat comments."""
+    try:
+        yield sse_frame("ready", {"org_id": subscription.org_id})
+        while True:
+            if subscription.overflowed:
+                yield sse_frame("overflow", {"reason": "client_too_slow"})
+                return
+            try:
+                frame = await asyncio.wait_for(subscription.queue.get(), heartbeat_s)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            LIVE_EVENTS.labels("event" if frame.startswith(b"event: event") else "position").inc()
+            yield frame
+    finally:
+        hub.unsubscribe(subscription)
+
+
+class LiveFeed:
+    """The Kafka consumer behind the hub; ``ready`` is set once it reads from the topics' ends."""
+
+    def __init__(self, settings: Settings, hub: LiveHub) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._topics = {
+            topic_name(settings, LATEST_TOPIC): LATEST_TOPIC,
+            topic_name(settings, EVENTS_TOPIC): EVENTS_TOPIC,
+        }
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="live-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        """Connect (retrying with back-off while Kafka is away), then consume until cancelled."""
+        backoff = 0.5
+        while True:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="latest",
+                client_id="geostream-api-live",
+            )
+            try:
+                await consumer.start()
+                await self._assign(consumer)
+                self.ready.set()
+                backoff = 0.5
+                await self._consume(consumer)
+            except (KafkaError, OSError) as exc:
+                log.warning("live feed: %s; reconnecting in %.1fs", exc, backoff)
+            except Exception:
+                # Anything else must not end the feed for the process's lifetime either.
+                log.exception("live feed failed; reconnecting in %.1fs", backoff)
+            finally:
+                await consumer.stop()
+            self.ready.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 15.0)
+
+    async def _assign(self, consumer: AIOKafkaConsumer) -> None:
+        """All partitions of both topics, positioned at their ends before ``ready``."""
+        admin = admin_client(self.settings)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(list(self._topics))
+        finally:
+            await admin.close()
+        missing = sorted(t["topic"] for t in described if t.get("error_code"))
+        if missing:
+            raise KafkaError(f"topics {missing} not found")
+        partitions = [
+            TopicPartition(t["topic"], p["partition"])
+            for t in described
+            for p in sorted(t["partitions"], key=lambda p: int(p["partition"]))
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await consumer.position(tp)
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            for tp, records in batches.items():
+                logical = self._topics[tp.topic]
+                for record in records:
+                    if record.value is None or not self.hub.watched(org_of_key(record.key)):
+                        continue
+                    try:
+                        org_id, frame = to_frame(logical, record.value)
+                    except WireError as exc:
+                        LIVE_UNREADABLE.inc()
+                        log.debug("live feed: unreadable record on %s: %s", tp.topic, exc)
+                        continue
+                    self.hub.publish(org_id, frame)
