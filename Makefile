@@ -26,9 +26,11 @@ stack-down: install
 stack-status: install
 	$(GEOSTREAM) stack status
 
-## The pipeline end to end on the local stack.
+## The pipeline end to end on the local stack: gateway, worker, sink and API, supervised, with
+## simulated couriers posting to the gateway. Ctrl-C stops it; `make stack-down` stops the stack.
+COURIERS ?= 300
 run: stack-up
-	$(GEOSTREAM) stack status
+	$(GEOSTREAM) serve --simulate $(COURIERS)
 
 ## Lint, then the whole test suite against the real local stack (brought up first).
 test: stack-up lint

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 from typing import Any
 
 from config.settings import get_settings
@@ -62,6 +61,7 @@ def run_topics(args: argparse.Namespace) -> int:
 def run_settings(args: argparse.Namespace) -> int:
     from config.docs import readme_with_table
     from config.settings import PROJECT_DIR
+    from geostream.db import redact
 
     if args.update_readme:
         readme = PROJECT_DIR / "README.md"
@@ -69,6 +69,6 @@ def run_settings(args: argparse.Namespace) -> int:
         print(f"updated {readme}")
         return 0
     for name, value in get_settings().model_dump().items():
-        shown = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", str(value))
+        shown = redact(str(value))
         print(f"GEOSTREAM_{name.upper()}={shown}")
     return 0

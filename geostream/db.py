@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from psycopg_pool import AsyncConnectionPool
 
 from config.settings import Settings
@@ -25,3 +27,8 @@ def create_pool(settings: Settings, url: str | None = None) -> AsyncConnectionPo
         open=False,
         kwargs={"application_name": "geostream"},
     )
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for printing."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)

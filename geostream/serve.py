@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from config.settings import Settings, get_settings
+
 log = logging.getLogger("geostream.serve")
 
 SERVICES: dict[str, list[str]] = {
@@ -112,6 +114,7 @@ def register(commands: Any) -> None:
     serve.add_argument(
         "--simulate", type=int, default=0, metavar="N", help="also run N simulated couriers"
     )
+    serve.add_argument("--org", default="demo", help="org of the simulated couriers")
     serve.set_defaults(handler=run)
 
 
@@ -124,6 +127,51 @@ def run(args: argparse.Namespace) -> int:
     children = [Child(name, geostream_argv(*SERVICES[name])) for name in names]
     if args.simulate:
         children.append(
-            Child("simulate", geostream_argv("simulate", "--couriers", str(args.simulate)))
+            Child(
+                "simulate",
+                geostream_argv("simulate", "--couriers", str(args.simulate), "--org", args.org),
+            )
         )
+    settings = get_settings()
+    token = asyncio.run(demo_dispatcher_token(settings, args.org)) if args.simulate else None
+    print(banner(settings, names, args.org, token), flush=True)
     return asyncio.run(Supervisor(children).run())
+
+
+async def demo_dispatcher_token(settings: Settings, org: str) -> str:
+    """A fresh dispatcher token for the simulated org, so the banner's examples just work."""
+    import psycopg
+
+    from geostream.db import database_url
+    from sinks.api.auth import create_dispatcher
+
+    async with await psycopg.AsyncConnection.connect(database_url(settings)) as conn:
+        return await create_dispatcher(conn, org, "serve-demo", rotate=True)
+
+
+def banner(settings: Settings, names: list[str], org: str, token: str | None) -> str:
+    """Where to look while the pipeline runs."""
+    from geostream.db import database_url, redact
+
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    lines = ["geostream is starting: " + ", ".join(names), ""]
+    if "ingest" in names:
+        gateway = f"http://{settings.ingest_host}:{settings.ingest_port}"
+        lines.append(f"  device gateway   {gateway}/v1/fixes   metrics {gateway}/metrics")
+    if "api" in names:
+        lines.append(f"  dispatcher API   {api}/docs   metrics {api}/metrics")
+    if "worker" in names:
+        lines.append(f"  worker metrics   http://127.0.0.1:{settings.worker_metrics_port}/metrics")
+    if "sink" in names:
+        lines.append(f"  sink metrics     http://127.0.0.1:{settings.sink_metrics_port}/metrics")
+    url = redact(database_url(settings))
+    lines.append(f"  SQL              psql {url}   (password: .stack/postgres/credentials.json)")
+    if token is not None:
+        lines += [
+            "",
+            f"  dispatcher token of org {org!r} (new for this run):",
+            f"    curl -H 'Authorization: Bearer {token}' {api}/v1/couriers/latest",
+            f"    curl -N -H 'Authorization: Bearer {token}' {api}/v1/live",
+        ]
+    lines += ["", "Ctrl-C (SIGINT) or SIGTERM stops everything cleanly.", ""]
+    return "\n".join(lines)
