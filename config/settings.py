@@ -71,10 +71,12 @@ class Settings(BaseSettings):
 
     # Ingest (device gateway) -----------------------------------------------------------------
     ingest_host: str = Field(default="127.0.0.1", description="Address the device gateway binds.")
-    ingest_port: int = Field(default=8080, ge=0, le=65535, description="Port of the device gateway.")
+    ingest_port: int = Field(
+        default=8080, ge=0, le=65535, description="Port of the device gateway."
+    )
     ingest_url: str = Field(
         default="",
-        description="Gateway URL for simulate/replay/bench clients; empty means host and port above.",
+        description="Gateway URL for simulate, replay and bench; empty: host and port above.",
     )
     ingest_max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body on the wire (413 above)."
@@ -104,7 +106,7 @@ class Settings(BaseSettings):
     ingest_token_cache_ttl_s: float = Field(
         default=5.0,
         ge=0,
-        description="How long a resolved device token is cached; revocation takes effect within it.",
+        description="How long a resolved device token is cached; revocation bites within it.",
     )
     ingest_produce_timeout_s: float = Field(
         default=10.0, gt=0, description="Wait for Kafka acks this long before answering 503."
@@ -214,8 +216,9 @@ class Settings(BaseSettings):
     worker_partitions: int = Field(
         default=6, ge=1, description="Partitions of fixes.raw (and the table's changelog)."
     )
-    metrics_port: int = Field(default=9101, description="Prometheus port of the worker (0: off).")
-
+    worker_metrics_port: int = Field(
+        default=9101, description="Prometheus port of the worker (0: off)."
+    )
 
     # Sink and retention ----------------------------------------------------------------------
     sink_group_id: str = Field(

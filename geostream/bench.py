@@ -23,6 +23,7 @@ from config.settings import PROJECT_DIR
 BENCH_MODULES: tuple[str, ...] = (
     "geostream.bench_kafka",
     "ingest.bench",
+    "processors.bench",
     "sinks.bench",
     "sinks.api.bench",
 )

@@ -1,0 +1,373 @@
+"""The faust-streaming worker: Kafka in, :class:`CourierProcessor` in the middle, Kafka out.
+
+Only wiring lives here; every decision is made by the pure code in :mod:`processors.pipeline`.
+
+- Source: ``fixes.raw`` (keyed ``org/courier``) plus an internal ``ticks`` topic that the idle
+  timer writes to. faust only lets a table change inside stream processing, so the timer does
+  not close trips itself: it sends a tick (the wall-clock time) keyed by the courier to the
+  courier's partition, and the agent handles it in order with that courier's fixes.
+- State: a faust Table of serialised :class:`CourierState` per courier, with a changelog
+  topic (rocksdict store, or memory). Decoded states are cached in memory; the cache is
+  dropped on every rebalance, because another worker may have changed them meanwhile.
+- Guarantee: ``exactly_once`` by default, so outputs, the changelog and the consumer offsets
+  are committed in one transaction; a worker killed at any moment resumes from the last
+  commit with exactly the state of that commit. Ids are deterministic in any case.
+
+Run it with ``geostream worker`` or faust's own CLI: ``faust -A processors.app worker``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from aiokafka.partitioner import murmur2
+from prometheus_client import start_http_server
+
+from config.settings import Settings, get_settings
+from geostream.kafka import create_producer, create_topics, topic_name
+from processors import state as state_codec
+from processors.config import ProcessorConfig
+from processors.metrics import WorkerMetrics
+from processors.pipeline import CourierProcessor, CourierState, Outputs
+from processors.zones import Geofences
+from schemas.records import IngestedFix, Rejection
+from schemas.wire import WireError, decode, encode
+
+log = logging.getLogger("geostream.processors")
+
+#: Decoded states kept in memory (the oldest entries are dropped first; the table,
+#: 1.5 KB per courier, holds every courier). 20,000 couriers: about 200 MB of Python objects.
+CACHE_MAX = 20_000
+
+OUTPUT_TOPICS = ("fixes.clean", "fixes.rejected", "courier.events", "trips", "stops")
+
+
+def app_id(settings: Settings) -> str:
+    """The faust app id; it names the consumer group and internal topics, so it carries the
+    topic prefix and tests (or pipelines) sharing a broker never share state."""
+    return f"{settings.topic_prefix}geostream-processors"
+
+
+def store_url(settings: Settings) -> str:
+    if settings.worker_store == "rocksdb":
+        try:
+            import rocksdict  # noqa: F401
+        except ImportError:
+            log.warning("rocksdict is not installed; using the memory store")
+            return "memory://"
+        return "rocksdb://"
+    return "memory://"
+
+
+class Wiring:
+    """The worker's moving parts around the pure processor."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        config = ProcessorConfig.from_settings(settings)
+        self.processor = CourierProcessor(
+            config, Geofences.load(settings.geofences_file, config.zone_hysteresis_m)
+        )
+        self.retention = self.processor.retention
+        self.metrics = WorkerMetrics()
+        self.partitions = settings.worker_partitions
+        self.cache: dict[bytes, CourierState] = {}
+        self.idle: dict[bytes, int] = {}  # couriers with an open trip or held fixes
+        self.rescan = True
+        self.tick_producer: Any = None
+        self.raw_topic = topic_name(settings, "fixes.raw")
+        self.ticks_topic = f"{app_id(settings)}-ticks"
+        self.source = app.topic(
+            self.raw_topic,
+            self.ticks_topic,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=self.partitions,
+        )
+        self.ticks = app.topic(
+            self.ticks_topic,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=self.partitions,
+            internal=True,
+        )
+        self.outputs = {
+            name: app.topic(
+                topic_name(settings, name),
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+            )
+            for name in (*OUTPUT_TOPICS, "courier.latest")
+        }
+        self.table = app.Table(
+            "courier-state",
+            default=None,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=self.partitions,
+        )
+
+    # state -------------------------------------------------------------------------------------
+    def load(self, key: bytes, org_id: str, courier_id: str) -> CourierState:
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        raw = self.table.get(key)
+        if raw is not None:
+            try:
+                state = state_codec.loads(raw)
+            except state_codec.StateError:
+                log.exception("unreadable state of %r; starting afresh", key)
+                state = self.processor.new_state(org_id, courier_id)
+        else:
+            state = self.processor.new_state(org_id, courier_id)
+        self.cache[key] = state
+        if len(self.cache) > CACHE_MAX:
+            # Decoded states cost ~10 KB of Python objects each; the table keeps them all.
+            del self.cache[next(iter(self.cache))]
+        self.metrics.couriers.set(len(self.cache))
+        return state
+
+    def save(self, key: bytes, state: CourierState, partition: int) -> None:
+        data = state_codec.dumps(state)
+        self.table[key] = data
+        self.metrics.state_bytes.observe(len(data))
+        if state.seg.trip is not None or state.buffer:
+            self.idle[key] = partition
+        else:
+            self.idle.pop(key, None)
+
+    def on_rebalance(self) -> None:
+        self.cache.clear()
+        self.idle.clear()
+        self.rescan = True
+
+    # events ------------------------------------------------------------------------------------
+    async def handle(self, event: Any) -> None:
+        message = event.message
+        key: bytes | None = event.key
+        if message.topic == self.ticks_topic:
+            if key is not None:
+                await self.handle_tick(key, int(event.value), message.partition)
+            return
+        self.metrics.fixes_in.inc()
+        try:
+            fix = decode(IngestedFix, event.value)
+        except WireError as exc:
+            await self.reject_malformed(key, exc)
+            return
+        key = key or f"{fix.org_id}/{fix.courier_id}".encode()
+        state = self.load(key, fix.org_id, fix.courier_id)
+        out = self.processor.process(state, fix)
+        await self.emit(key, out)
+        self.save(key, state, message.partition)
+
+    async def handle_tick(self, key: bytes, now_ms: int, partition: int) -> None:
+        if key not in self.cache and self.table.get(key) is None:
+            return
+        org_id, _, courier_id = key.decode().partition("/")
+        state = self.load(key, org_id, courier_id)
+        out = self.processor.close_idle(state, datetime.fromtimestamp(now_ms / 1000, UTC))
+        if out.clean or out.trips or out.events or out.stops or out.rejected:
+            await self.emit(key, out)
+        self.save(key, state, partition)
+        self.metrics.timer_closed.inc(out.timer_closed_trips)
+
+    async def reject_malformed(self, key: bytes | None, exc: WireError) -> None:
+        now = datetime.now(UTC)
+        org_id, _, courier_id = (key or b"").decode(errors="replace").partition("/")
+        rejection = Rejection(
+            stage="processor",
+            reason=exc.reason if exc.reason.replace("_", "").isalnum() else "malformed_record",
+            detail=exc.detail[:500],
+            org_id=org_id or None,
+            courier_id=courier_id or None,
+            rejected_at=now,
+            expires_at=self.retention.expires_at("technical", org_id or None, now),
+        )
+        self.metrics.fixes_out.labels("rejected", rejection.reason).inc()
+        await self.outputs["fixes.rejected"].send(key=key, value=encode(rejection))
+
+    async def emit(self, key: bytes, out: Outputs) -> None:
+        send = self.outputs
+        m = self.metrics
+        now = time.time()
+        for fix in out.clean:
+            await send["fixes.clean"].send(key=key, value=encode(fix))
+            m.fixes_out.labels("late" if fix.is_late else "clean", "").inc()
+            m.latency.observe(max(0.0, now - fix.received_at.timestamp()))
+        latest = out.latest
+        if latest is not None:
+            await send["courier.latest"].send(key=key, value=encode(latest))
+        for rej in out.rejected:
+            await send["fixes.rejected"].send(key=key, value=encode(rej))
+            m.fixes_out.labels("rejected", rej.reason).inc()
+        for ev in out.events:
+            await send["courier.events"].send(key=key, value=encode(ev))
+        for stop in out.stops:
+            await send["stops"].send(key=key, value=encode(stop))
+            m.stops.labels("open" if stop.is_open else "closed").inc()
+        for trip in out.trips:
+            await send["trips"].send(key=key, value=encode(trip))
+            m.trips.labels(trip.closed_by).inc()
+
+    # timer -------------------------------------------------------------------------------------
+    async def tick(self) -> None:
+        """Ask each quiet courier's partition to close idle trips and release held fixes.
+
+        Ticks go through a plain (non-transactional) producer: a timer runs outside any
+        stream transaction, and a tick handled twice changes nothing.
+        """
+        if self.tick_producer is None:
+            self.tick_producer = create_producer(self.settings, client_id="geostream-ticks")
+            await self.tick_producer.start()
+        if self.rescan:
+            self.rescan = False
+            for key, raw in list(self.table.items()):
+                try:
+                    state = state_codec.loads(raw)
+                except state_codec.StateError:
+                    continue
+                if state.seg.trip is not None or state.buffer:
+                    self.idle[key] = (murmur2(key) & 0x7FFFFFFF) % self.partitions
+        now_ms = int(time.time() * 1000)
+        quiet_ms = int(1000 * min(self.settings.reorder_window_s, self.settings.trip_max_gap_s))
+        open_trips = 0
+        for key, partition in list(self.idle.items()):
+            cached = self.cache.get(key)
+            if cached is not None:
+                open_trips += cached.seg.trip is not None
+                if now_ms - cached.last_received_ms < quiet_ms:
+                    continue
+            await self.tick_producer.send(
+                self.ticks_topic, str(now_ms).encode(), key=key, partition=partition
+            )
+        self.metrics.open_trips.set(open_trips)
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """The pipeline's topics (configs from config/topics.yaml) and the worker's ticks topic."""
+    from aiokafka.admin import NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    from geostream.kafka import admin_client
+
+    await create_topics(settings)
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        ticks = f"{app_id(settings)}-ticks"
+        if ticks not in await admin.list_topics():
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            ticks,
+                            settings.worker_partitions,
+                            1,
+                            topic_configs={"retention.ms": str(3_600_000)},
+                        )
+                    ]
+                )
+    finally:
+        await admin.close()
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
+    """The faust app and its wiring, for ``settings`` (topic prefix, store, guarantee)."""
+    ident = app_id(settings)
+    (settings.worker_data_dir / ident).mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        ident,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store=store_url(settings),
+        datadir=str(settings.worker_data_dir / ident),
+        topic_partitions=settings.worker_partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        processing_guarantee=settings.worker_guarantee,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    wiring = Wiring(app, settings)
+
+    @app.agent(wiring.source, name="process")
+    async def process(stream: Any) -> None:
+        async for event in stream.events():
+            await wiring.handle(event)
+
+    @app.timer(interval=settings.worker_idle_interval_s)  # type: ignore[untyped-decorator]
+    async def idle_timer() -> None:
+        await wiring.tick()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
+        wiring.on_rebalance()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
+        wiring.on_rebalance()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def startup() -> None:
+        await ensure_topics(settings)
+        if settings.worker_metrics_port:
+            start_http_server(settings.worker_metrics_port, registry=wiring.metrics.registry)
+
+    return app, wiring
+
+
+app, wiring = create_app(get_settings())
+
+
+CLEAN_MARK = ".clean-shutdown"
+
+
+def prepare_store(settings: Settings) -> None:
+    """Drop the local rocksdb store unless the last run shut down cleanly.
+
+    faust writes the rocksdb store as events are processed, outside the Kafka transaction, so
+    after a hard kill it may hold state of events whose transaction was aborted and that will
+    be processed again. The changelog topic holds only committed state: rebuilding from it
+    keeps the state exactly in step with the committed offsets.
+    """
+    datadir = settings.worker_data_dir / app_id(settings)
+    mark = datadir / CLEAN_MARK
+    if mark.exists():
+        mark.unlink()
+        return
+    if datadir.exists() and any(datadir.iterdir()) and settings.worker_store == "rocksdb":
+        log.warning("last run did not stop cleanly; rebuilding state from the changelog")
+        shutil.rmtree(datadir, ignore_errors=True)
+    datadir.mkdir(parents=True, exist_ok=True)
+
+
+def run_worker(loglevel: str = "info") -> int:
+    """Run the worker in this process until it is stopped (SIGTERM/SIGINT)."""
+    import asyncio
+
+    settings = wiring.settings
+    prepare_store(settings)
+    asyncio.run(ensure_topics(settings))
+    worker = faust.Worker(app, loglevel=loglevel)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        (settings.worker_data_dir / app_id(settings) / CLEAN_MARK).touch()
+    return 0

@@ -1,0 +1,250 @@
+"""``geostream bench processors``: the worker's throughput beside its limits, and state size.
+
+In one run, over the same records: the pure pipeline in a plain loop (decode, process, encode
+outputs and state: everything the worker does except Kafka), a raw aiokafka consume of the
+topic (the transport's limit), and one ``geostream worker`` process end to end. Then the state
+of 100,000 couriers: serialised bytes and Python heap per courier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from config.settings import Settings, get_settings
+from geostream.bench import BenchResult
+from geostream.bench_kafka import raw_consume
+from geostream.kafka import admin_client, create_topics, topic_name
+from processors import state as state_codec
+from processors.config import ProcessorConfig
+from processors.pipeline import CourierProcessor, CourierState
+from schemas.records import IngestedFix
+from schemas.wire import decode, encode
+
+
+def courier_fixes(courier: int, count: int, start: datetime) -> list[IngestedFix]:
+    """A courier riding at ~6 m/s with a 2-minute stop every 2 minutes of riding (5 s period)."""
+    out = []
+    lat0 = 43.2 + (courier % 100) * 0.01
+    lon0 = 76.9 + (courier // 100 % 100) * 0.01
+    north = east = 0.0
+    heading = (courier * 37) % 360
+    for i in range(count):
+        if (i // 24) % 2 == 1:  # stopped: jitter of a few metres
+            jn, je = ((i * 7) % 9 - 4) * 1.5, ((i * 5) % 7 - 3) * 1.5
+        else:
+            north += 30 * math.cos(math.radians(heading))
+            east += 30 * math.sin(math.radians(heading))
+            jn = je = 0.0
+            if i % 24 == 0:
+                heading = (heading + 70) % 360
+        ts = start + timedelta(seconds=5 * i)
+        out.append(
+            IngestedFix(
+                fix_id=f"{courier}-{i}",
+                ts=ts,
+                lat=lat0 + (north + jn) / 111_195.0,
+                lon=lon0 + (east + je) / (111_195.0 * math.cos(math.radians(lat0))),
+                accuracy_m=8.0,
+                speed_mps=6.0,
+                provider="gps",
+                org_id="bench",
+                courier_id=f"c{courier}",
+                device_id=f"d{courier}",
+                received_at=ts + timedelta(seconds=2),
+            )
+        )
+    return out
+
+
+def sample(couriers: int, per_courier: int) -> list[tuple[bytes, bytes]]:
+    """Records interleaved across couriers in time order, as (key, value)."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5 * per_courier + 60)
+    streams = [courier_fixes(c, per_courier, start) for c in range(couriers)]
+    records = []
+    for i in range(per_courier):
+        for stream in streams:
+            f = stream[i]
+            records.append((f"{f.org_id}/{f.courier_id}".encode(), encode(f)))
+    return records
+
+
+def in_process(records: list[tuple[bytes, bytes]], settings: Settings) -> float:
+    """Fixes/s of decode -> process -> encode outputs and state, in a plain loop."""
+    proc = CourierProcessor(ProcessorConfig.from_settings(settings))
+    states: dict[bytes, CourierState] = {}
+    began = time.perf_counter()
+    for key, value in records:
+        fix = decode(IngestedFix, value)
+        st = states.get(key)
+        if st is None:
+            st = states[key] = proc.new_state(fix.org_id, fix.courier_id)
+        out = proc.process(st, fix)
+        for rec in (*out.clean, *out.rejected, *out.events, *out.stops, *out.trips):
+            encode(rec)
+        state_codec.dumps(st)
+    return len(records) / (time.perf_counter() - began)
+
+
+def state_sizes(couriers: int, settings: Settings) -> tuple[float, float, float]:
+    """(mean serialised bytes, max serialised bytes, heap bytes per courier).
+
+    Twenty couriers are run through 40-59 fixes of the sample ride (mid-trip, fixes held in
+    the reorder window, a full stop window); the 100,000 states are copies of those through
+    bytes, as the worker holds them after reading its table.
+    """
+    proc = CourierProcessor(ProcessorConfig.from_settings(settings))
+    start = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    blobs = []
+    for variant in range(20):
+        st = proc.new_state("bench", f"c{variant}")
+        for f in courier_fixes(variant, 40 + variant, start):
+            proc.process(st, f)
+        blobs.append(state_codec.dumps(st))
+    sizes = [len(blobs[c % 20]) for c in range(couriers)]
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    states = [state_codec.loads(blobs[c % 20]) for c in range(couriers)]
+    heap = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    del states
+    return statistics.fmean(sizes), max(sizes), heap / couriers
+
+
+async def _produce(settings: Settings, records: list[tuple[bytes, bytes]]) -> None:
+    from geostream.kafka import create_producer
+
+    producer = create_producer(settings)
+    await producer.start()
+    try:
+        topic = topic_name(settings, "fixes.raw")
+        for key, value in records:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _count_clean(settings: Settings, expected: int, limit_s: float) -> float:
+    """Fixes/s on fixes.clean, from the first committed record to the ``expected``-th."""
+    consumer = AIOKafkaConsumer(
+        topic_name(settings, "fixes.clean"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        seen = 0
+        first = None
+        deadline = time.monotonic() + limit_s
+        while seen < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            n = sum(len(b) for b in batches.values())
+            if n and first is None:
+                first = time.perf_counter()
+            seen += n
+        if first is None or seen < expected:
+            raise RuntimeError(f"worker produced {seen} of {expected} clean fixes")
+        return seen / (time.perf_counter() - first)
+    finally:
+        await consumer.stop()
+
+
+async def _drop_prefix(settings: Settings) -> None:
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
+def worker_rate(settings: Settings, records: list[tuple[bytes, bytes]], data_dir: Path) -> float:
+    env = dict(os.environ)
+    env.update(
+        {
+            "GEOSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+            "GEOSTREAM_WORKER_METRICS_PORT": "0",
+            "GEOSTREAM_WORKER_DATA_DIR": str(data_dir),
+        }
+    )
+    log = (data_dir / "worker.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geostream.cli", "worker", "--loglevel", "warning"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        # the last reorder window of every courier waits for the idle timer: not counted
+        expected = int(len(records) * 0.9)
+        return asyncio.run(_count_clean(settings, expected, 600))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def measure(args: argparse.Namespace) -> BenchResult:
+    base = get_settings()
+    settings = base.model_copy(update={"topic_prefix": f"bench.{uuid.uuid4().hex[:8]}."})
+    records = sample(args.couriers, args.per_courier)
+    result = BenchResult("processors", "Stream processors: one worker beside its limits")
+    result.add("records", len(records), "")
+    result.add("couriers in the stream", args.couriers, "")
+    loop_rate = in_process(records, settings)
+    asyncio.run(create_topics(settings))
+    try:
+        asyncio.run(_produce(settings, records))
+        raw = asyncio.run(raw_consume(settings, topic_name(settings, "fixes.raw"), len(records)))
+        with tempfile.TemporaryDirectory() as tmp:
+            worker = worker_rate(settings, records, Path(tmp))
+    finally:
+        asyncio.run(_drop_prefix(settings))
+    result.add("pure pipeline, plain loop (decode+process+encode+state)", loop_rate, "fixes/s")
+    result.add("raw aiokafka consume of fixes.raw", raw, "records/s")
+    result.add(f"one worker process ({base.worker_guarantee})", worker, "fixes/s")
+    result.add("worker / raw consume", 100 * worker / raw, "%")
+    mean, biggest, heap = state_sizes(args.state_couriers, base)
+    result.add(f"state, {args.state_couriers:,} couriers: serialised mean", mean, "bytes")
+    result.add("state: serialised max (sampled)", biggest, "bytes")
+    result.add("state: Python heap per courier (tracemalloc)", heap, "bytes")
+    result.notes += [
+        "worker rate: first to 90th-percentile committed record on fixes.clean (the last reorder"
+        " window of each courier waits for the idle timer); startup and recovery not counted",
+        "each fix produces a clean fix, a courier.latest record and a changelog record",
+        "state: 20 couriers after 40-59 fixes (mid-trip or stopped, fixes held for reordering),"
+        " copied to 100,000 through bytes; heap is the decoded Python objects",
+    ]
+    return result
+
+
+def register(benches: Any) -> None:
+    parser = benches.add_parser("processors", help="worker fixes/s beside its limits; state size")
+    parser.add_argument("--couriers", type=int, default=1000)
+    parser.add_argument("--per-courier", type=int, default=100)
+    parser.add_argument("--state-couriers", type=int, default=100_000)
+    parser.set_defaults(bench_function=measure)

@@ -1,0 +1,373 @@
+"""One courier's fixes in, records out: cleaning, reordering, enrichment, segmentation, tags.
+
+:class:`CourierProcessor` is the whole product logic as pure functions of
+``(CourierState, input) -> Outputs``. The faust worker and the offline ``geostream segment``
+command both call it, so they cannot disagree. Nothing here reads a clock: processing time
+never leaks into outputs, and replaying the same input gives byte-identical records.
+
+Order of work for a fix: static checks and dedupe at once; then the fix waits in a small
+reorder buffer until it is ``reorder_window_s`` older than the newest fix seen (in event time);
+released fixes go, in time order, through the motion checks, enrichment and the segmenter.
+A fix that arrives older than what was already released is *late*: it passes the same static
+checks and is published with ``is_late=True`` for history, but never touches the live state.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from config.retention import RetentionPolicy
+from processors import ids
+from processors.cleaning import CleanState, check_motion, check_static, seen_before, ts_ms
+from processors.config import ProcessorConfig
+from processors.geo import bearing_deg, haversine_m
+from processors.segmenter import (
+    IdFactory,
+    SegEvents,
+    Segmenter,
+    SegParams,
+    SegState,
+    StopSpan,
+    TripSpan,
+)
+from processors.zones import Geofences, ZoneState, track_zones
+from schemas.records import CourierEvent, EnrichedFix, IngestedFix, Rejection, Stop, Trip
+
+_FIX_FIELDS = tuple(IngestedFix.__dataclass_fields__)
+
+
+def ms_to_dt(t_ms: int) -> datetime:
+    return datetime.fromtimestamp(t_ms / 1000.0, UTC)
+
+
+@dataclass(slots=True)
+class CourierState:
+    """Everything remembered about one courier (kept in the worker's changelogged table)."""
+
+    org_id: str
+    courier_id: str
+    clean: CleanState = field(default_factory=CleanState)
+    buffer: list[IngestedFix] = field(default_factory=list)
+    buffer_ms: list[int] = field(default_factory=list)
+    newest_ms: int | None = None
+    released_ms: int | None = None
+    last_received_ms: int = 0
+    anchor: tuple[float, float] | None = None
+    odo_day: int = 0
+    odo_m: float = 0.0
+    zones: ZoneState = field(default_factory=ZoneState)
+    seg: SegState = field(default_factory=SegState)
+
+
+@dataclass(slots=True)
+class Outputs:
+    """Records produced by one call, per output topic."""
+
+    clean: list[EnrichedFix] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    events: list[CourierEvent] = field(default_factory=list)
+    stops: list[Stop] = field(default_factory=list)
+    trips: list[Trip] = field(default_factory=list)
+    timer_closed_trips: int = 0
+
+    def extend(self, other: Outputs) -> None:
+        self.clean += other.clean
+        self.rejected += other.rejected
+        self.events += other.events
+        self.stops += other.stops
+        self.trips += other.trips
+        self.timer_closed_trips += other.timer_closed_trips
+
+    @property
+    def latest(self) -> EnrichedFix | None:
+        """The newest live (not late) clean fix, for ``courier.latest``."""
+        for fix in reversed(self.clean):
+            if not fix.is_late:
+                return fix
+        return None
+
+
+class _Ids(IdFactory):
+    def __init__(self, org_id: str, courier_id: str) -> None:
+        self.org_id = org_id
+        self.courier_id = courier_id
+
+    def stop_id(self, start_ms: int) -> str:
+        return ids.stop_id(self.org_id, self.courier_id, start_ms)
+
+    def trip_id(self, start_ms: int) -> str:
+        return ids.trip_id(self.org_id, self.courier_id, start_ms)
+
+
+class CourierProcessor:
+    """The pure pipeline for every courier; holds only configuration and geofences."""
+
+    def __init__(self, config: ProcessorConfig, geofences: Geofences | None = None) -> None:
+        self.config = config
+        self.geofences = geofences or Geofences([])
+        self.retention = config.retention or RetentionPolicy(
+            periods={
+                "raw_fixes": _days(90),
+                "trips": _days(180),
+                "stops": _days(180),
+                "events": _days(90),
+                "technical": _days(30),
+            }
+        )
+        self.params = SegParams(
+            max_diameter_m=config.stop_max_diameter_m,
+            min_duration_ms=int(config.stop_min_duration_s * 1000),
+            max_gap_ms=int(config.trip_max_gap_s * 1000),
+            window_max_points=config.stop_window_max_points,
+            path_max_points=config.trip_path_max_points,
+            simplify_tolerance_m=config.trip_simplify_tolerance_m,
+        )
+        self.window_ms = int(config.reorder_window_s * 1000)
+        self.dwell_ms = int(config.zone_min_dwell_s * 1000)
+
+    def new_state(self, org_id: str, courier_id: str) -> CourierState:
+        return CourierState(org_id=org_id, courier_id=courier_id)
+
+    # entry points ------------------------------------------------------------------------------
+    def process(self, st: CourierState, fix: IngestedFix) -> Outputs:
+        """Handle one fix of ``st``'s courier (any arrival order)."""
+        out = Outputs()
+        rules = self.config.rules_for(st.org_id)
+        received_ms = round(fix.received_at.timestamp() * 1000)
+        st.last_received_ms = max(st.last_received_ms, received_ms)
+        problem = check_static(fix, rules)
+        t_ms = ts_ms(fix) if problem is None else 0
+        if problem is None:
+            problem = seen_before(st.clean, fix.fix_id, t_ms, rules)
+        if problem is not None:
+            out.rejected.append(self._rejection(st, fix, *problem))
+            return out
+        if st.released_ms is not None and t_ms <= st.released_ms:
+            out.clean.append(self._late(st, fix, t_ms))
+            return out
+        i = bisect.bisect(st.buffer_ms, t_ms)
+        st.buffer_ms.insert(i, t_ms)
+        st.buffer.insert(i, fix)
+        if st.newest_ms is None or t_ms > st.newest_ms:
+            st.newest_ms = t_ms
+        self._release(st, st.newest_ms - self.window_ms, out)
+        return out
+
+    def close_idle(self, st: CourierState, now: datetime) -> Outputs:
+        """Timer: release held fixes and close the open trip when the courier went quiet.
+
+        "Quiet" is measured from the gateway's ``received_at`` of the courier's last fix, so
+        a replay of old data at full speed does not close trips that the data keeps open.
+        """
+        out = Outputs()
+        now_ms = round(now.timestamp() * 1000)
+        idle_ms = now_ms - st.last_received_ms
+        if st.buffer and idle_ms >= self.window_ms:
+            self._release(st, st.buffer_ms[-1], out)
+        if idle_ms >= self.params.max_gap_ms and st.seg.trip is not None and not st.buffer:
+            seg = Segmenter(self.params, _Ids(st.org_id, st.courier_id))
+            events = seg.close_idle(st.seg, "timer")
+            out.timer_closed_trips += len(events.trips_closed)
+            self._seg_records(st, events, out)
+        return out
+
+    def finish(self, st: CourierState) -> Outputs:
+        """End of an offline trace: release everything, close the trip as a gap."""
+        out = Outputs()
+        if st.buffer:
+            self._release(st, st.buffer_ms[-1], out)
+        seg = Segmenter(self.params, _Ids(st.org_id, st.courier_id))
+        self._seg_records(st, seg.close_idle(st.seg, "gap"), out)
+        return out
+
+    def open_stop(self, st: CourierState) -> Stop | None:
+        """The stop the courier is in at the end of the data, if any (marked open)."""
+        seg = Segmenter(self.params, _Ids(st.org_id, st.courier_id))
+        span = seg.open_stop_span(st.seg)
+        if span is None or st.seg.stop_id is None:
+            return None
+        return self._stop(st, st.seg.stop_id, span)
+
+    # internals ---------------------------------------------------------------------------------
+    def _release(self, st: CourierState, upto_ms: int, out: Outputs) -> None:
+        n = bisect.bisect(st.buffer_ms, upto_ms)
+        if n == 0:
+            return
+        ready, ready_ms = st.buffer[:n], st.buffer_ms[:n]
+        del st.buffer[:n]
+        del st.buffer_ms[:n]
+        for fix, t_ms in zip(ready, ready_ms, strict=True):
+            st.released_ms = t_ms
+            self._accept(st, fix, t_ms, out)
+
+    def _accept(self, st: CourierState, fix: IngestedFix, t_ms: int, out: Outputs) -> None:
+        rules = self.config.rules_for(st.org_id)
+        clean = st.clean
+        prev = (clean.last_ms, clean.last_lat, clean.last_lon)
+        problem = check_motion(clean, t_ms, fix.lat, fix.lon, rules)
+        if problem is not None:
+            out.rejected.append(self._rejection(st, fix, *problem))
+            return
+        speed: float | None = None
+        heading: float | None = None
+        if prev[0] is not None:
+            step = haversine_m(prev[1], prev[2], fix.lat, fix.lon)
+            speed = step / ((t_ms - prev[0]) / 1000.0)
+            if step > 0:
+                heading = bearing_deg(prev[1], prev[2], fix.lat, fix.lon)
+        move = 0.0
+        if st.anchor is None:
+            st.anchor = (fix.lat, fix.lon)
+        else:
+            from_anchor = haversine_m(st.anchor[0], st.anchor[1], fix.lat, fix.lon)
+            if from_anchor >= max(rules.jitter_radius_m, fix.accuracy_m or 0.0):
+                move = from_anchor
+        seg = Segmenter(self.params, _Ids(st.org_id, st.courier_id))
+        events = seg.step(st.seg, t_ms, fix.lat, fix.lon, move, speed)
+        distance = events.distance_m
+        if distance:
+            st.anchor = (fix.lat, fix.lon)
+        day = t_ms // 86_400_000
+        if day != st.odo_day:
+            st.odo_day = day
+            st.odo_m = 0.0
+        st.odo_m += distance
+        inner, outer = self.geofences.lookup(st.org_id, fix.lat, fix.lon)
+        for kind, zone_id, at_ms in track_zones(st.zones, t_ms, inner, outer, self.dwell_ms):
+            out.events.append(self._event(st, kind, zone_id, at_ms, fix.lat, fix.lon))
+        self._seg_records(st, events, out)
+        stop_id = st.seg.stop_id
+        trip = st.seg.trip
+        out.clean.append(
+            self._enriched(
+                fix,
+                distance_m=distance,
+                derived_speed_mps=speed,
+                derived_heading_deg=heading,
+                odometer_m=st.odo_m,
+                zone_ids=tuple(inner),
+                trip_id=trip.trip_id if trip is not None and stop_id is None else None,
+                stop_id=stop_id,
+                is_late=False,
+            )
+        )
+
+    def _late(self, st: CourierState, fix: IngestedFix, t_ms: int) -> EnrichedFix:
+        inner, _ = self.geofences.lookup(st.org_id, fix.lat, fix.lon)
+        return self._enriched(
+            fix,
+            distance_m=0.0,
+            derived_speed_mps=None,
+            derived_heading_deg=None,
+            odometer_m=st.odo_m,
+            zone_ids=tuple(inner),
+            trip_id=None,
+            stop_id=None,
+            is_late=True,
+        )
+
+    def _enriched(self, fix: IngestedFix, **extra: object) -> EnrichedFix:
+        values = {name: getattr(fix, name) for name in _FIX_FIELDS}
+        values.update(extra)
+        for name in ("ts", "received_at"):
+            ts = values[name]
+            if ts.tzinfo is not UTC:
+                values[name] = ts.astimezone(UTC)
+        values["expires_at"] = self.retention.expires_at("raw_fixes", fix.org_id, fix.ts)
+        return EnrichedFix(**values)
+
+    def _rejection(self, st: CourierState, fix: IngestedFix, reason: str, detail: str) -> Rejection:
+        record = {name: getattr(fix, name) for name in _FIX_FIELDS}
+        return Rejection(
+            stage="processor",
+            reason=reason,
+            detail=detail,
+            org_id=st.org_id,
+            courier_id=st.courier_id,
+            fix_id=fix.fix_id,
+            ts=fix.ts,
+            rejected_at=fix.received_at,
+            record=record,
+            expires_at=self.retention.expires_at("technical", st.org_id, fix.received_at),
+        )
+
+    def _event(
+        self, st: CourierState, kind: str, subject: str, t_ms: int, lat: float, lon: float
+    ) -> CourierEvent:
+        ts = ms_to_dt(t_ms)
+        return CourierEvent(
+            org_id=st.org_id,
+            courier_id=st.courier_id,
+            event_id=ids.event_id(st.org_id, st.courier_id, kind, subject, t_ms),
+            kind=kind,  # type: ignore[arg-type]
+            ts=ts,
+            subject_id=subject,
+            lat=lat,
+            lon=lon,
+            expires_at=self.retention.expires_at("events", st.org_id, ts),
+        )
+
+    def _stop(self, st: CourierState, stop_id: str, span: StopSpan) -> Stop:
+        start, end = ms_to_dt(span.start_ms), ms_to_dt(span.end_ms)
+        return Stop(
+            org_id=st.org_id,
+            courier_id=st.courier_id,
+            stop_id=stop_id,
+            start=start,
+            end=end,
+            lat=span.lat,
+            lon=span.lon,
+            duration_s=(span.end_ms - span.start_ms) / 1000.0,
+            fix_count=span.fix_count,
+            zone_id=self.geofences.zone_at(st.org_id, span.lat, span.lon),
+            is_open=span.is_open,
+            expires_at=self.retention.expires_at("stops", st.org_id, start),
+        )
+
+    def _trip(self, st: CourierState, span: TripSpan) -> Trip:
+        start, end = ms_to_dt(span.start_ms), ms_to_dt(span.end_ms)
+        duration = (span.end_ms - span.start_ms) / 1000.0
+        return Trip(
+            org_id=st.org_id,
+            courier_id=st.courier_id,
+            trip_id=span.trip_id,
+            start=start,
+            end=end,
+            distance_m=span.distance_m,
+            duration_s=duration,
+            avg_speed_mps=span.distance_m / duration if duration > 0 else 0.0,
+            max_speed_mps=span.max_speed,
+            path=span.path,
+            fix_count=max(1, span.fix_count),
+            start_stop_id=span.start_stop_id,
+            end_stop_id=span.end_stop_id,
+            closed_by=span.closed_by,  # type: ignore[arg-type]
+            expires_at=self.retention.expires_at("trips", st.org_id, start),
+        )
+
+    def _seg_records(self, st: CourierState, events: SegEvents, out: Outputs) -> None:
+        for trip in events.trips_closed:
+            out.trips.append(self._trip(st, trip))
+            last = trip.path[-1]
+            out.events.append(
+                self._event(st, "trip_ended", trip.trip_id, trip.end_ms, last[1], last[0])
+            )
+        for stop_id, span in events.stops_opened:
+            out.stops.append(self._stop(st, stop_id, span))
+            out.events.append(
+                self._event(st, "stop_started", stop_id, span.start_ms, span.lat, span.lon)
+            )
+        for stop_id, span in events.stops_closed:
+            out.stops.append(self._stop(st, stop_id, span))
+            out.events.append(
+                self._event(st, "stop_ended", stop_id, span.end_ms, span.lat, span.lon)
+            )
+        for trip_id, start_ms, lat, lon in events.trips_started:
+            out.events.append(self._event(st, "trip_started", trip_id, start_ms, lat, lon))
+        out.events.sort(key=lambda e: e.ts)
+
+
+def _days(n: int) -> timedelta:
+    return timedelta(days=n)

@@ -1,0 +1,147 @@
+"""Geofences: which zones a fix is in, and enter/exit events that do not flap.
+
+Zones are GeoJSON features (``config/geofences.geojson``) with properties ``org_id``,
+``zone_id`` and ``kind`` (depot, delivery, restricted), indexed in a shapely STRtree. A courier
+enters a zone after being inside it for ``min_dwell_s``; they leave it only after being outside
+the zone grown by ``hysteresis_m`` for ``min_dwell_s``, so GPS noise on the boundary produces no
+events. Loading is I/O (at start-up); lookups and the tracker are pure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import shapely
+from shapely import STRtree
+from shapely.affinity import scale
+from shapely.geometry import shape
+
+ZONE_KINDS = ("depot", "delivery", "restricted")
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    org_id: str
+    zone_id: str
+    kind: str
+    geometry: Any
+    outer: Any  # the geometry grown by the hysteresis buffer
+
+
+def _grow(geometry: Any, metres: float) -> Any:
+    """Buffer by ``metres`` in a locally isotropic frame (degrees of longitude shrink)."""
+    if metres <= 0:
+        return geometry
+    centroid = geometry.centroid
+    factor = math.cos(math.radians(centroid.y))
+    squashed = scale(geometry, xfact=factor, yfact=1.0, origin=centroid)
+    grown = squashed.buffer(metres / 111_320.0)
+    return scale(grown, xfact=1.0 / factor, yfact=1.0, origin=centroid)
+
+
+class Geofences:
+    """All zones, per org, with STRtree lookups."""
+
+    def __init__(self, zones: list[Zone]) -> None:
+        self.zones = zones
+        self._by_org: dict[str, tuple[STRtree, STRtree, list[Zone], tuple[float, ...]]] = {}
+        orgs: dict[str, list[Zone]] = {}
+        for zone in zones:
+            orgs.setdefault(zone.org_id, []).append(zone)
+        for org_id, org_zones in orgs.items():
+            outers = [z.outer for z in org_zones]
+            for g in outers:
+                shapely.prepare(g)
+            for z in org_zones:
+                shapely.prepare(z.geometry)
+            bounds = shapely.total_bounds(outers)
+            self._by_org[org_id] = (
+                STRtree([z.geometry for z in org_zones]),
+                STRtree(outers),
+                org_zones,
+                tuple(float(b) for b in bounds),
+            )
+
+    @classmethod
+    def from_geojson(cls, data: dict[str, Any], hysteresis_m: float) -> Geofences:
+        """Build from a FeatureCollection; raises ValueError naming a bad feature."""
+        zones = []
+        for i, feature in enumerate(data.get("features") or []):
+            props = feature.get("properties") or {}
+            org_id, zone_id, kind = props.get("org_id"), props.get("zone_id"), props.get("kind")
+            if not org_id or not zone_id or kind not in ZONE_KINDS:
+                raise ValueError(f"feature {i}: needs org_id, zone_id and kind in {ZONE_KINDS}")
+            geometry = shape(feature["geometry"])
+            if geometry.geom_type not in ("Polygon", "MultiPolygon") or not geometry.is_valid:
+                raise ValueError(f"feature {i} ({zone_id}): not a valid (multi)polygon")
+            zones.append(Zone(org_id, zone_id, kind, geometry, _grow(geometry, hysteresis_m)))
+        return cls(zones)
+
+    @classmethod
+    def load(cls, path: Path, hysteresis_m: float) -> Geofences:
+        if not path.exists():
+            return cls([])
+        return cls.from_geojson(json.loads(path.read_text()), hysteresis_m)
+
+    def lookup(self, org_id: str, lat: float, lon: float) -> tuple[list[str], list[str]]:
+        """(zones containing the point, zones whose hysteresis-grown shape contains it)."""
+        entry = self._by_org.get(org_id)
+        if entry is None:
+            return [], []
+        inner_tree, outer_tree, zones, (minx, miny, maxx, maxy) = entry
+        if not (minx <= lon <= maxx and miny <= lat <= maxy):
+            return [], []
+        point = shapely.Point(lon, lat)
+        inner = sorted(zones[i].zone_id for i in inner_tree.query(point, predicate="intersects"))
+        outer = sorted(zones[i].zone_id for i in outer_tree.query(point, predicate="intersects"))
+        return inner, outer
+
+    def zone_at(self, org_id: str, lat: float, lon: float) -> str | None:
+        """The zone a stop centre matched (delivery before depot before restricted)."""
+        inner, _ = self.lookup(org_id, lat, lon)
+        if not inner:
+            return None
+        kinds = {z.zone_id: z.kind for z in self.zones if z.org_id == org_id}
+        return min(inner, key=lambda z: (ZONE_KINDS.index(kinds[z]), z))
+
+
+@dataclass(slots=True)
+class ZoneState:
+    """Per courier: zones confirmed inside (value: ms since outside the grown shape, or 0) and
+    zones pending entry (value: ms of the first fix inside)."""
+
+    inside: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)
+
+
+def track_zones(
+    st: ZoneState, t_ms: int, inner: list[str], outer: list[str], dwell_ms: int
+) -> list[tuple[str, str, int]]:
+    """Advance the tracker; returns ``(kind, zone_id, ts_ms)`` events (enter/exit)."""
+    events: list[tuple[str, str, int]] = []
+    if not inner and not st.pending and not st.inside:
+        return events
+    for zone_id in inner:
+        if zone_id in st.inside:
+            continue
+        since = st.pending.setdefault(zone_id, t_ms)
+        if t_ms - since >= dwell_ms:
+            del st.pending[zone_id]
+            st.inside[zone_id] = 0
+            events.append(("zone_enter", zone_id, since))
+    for zone_id in [z for z in st.pending if z not in inner]:
+        del st.pending[zone_id]
+    for zone_id in list(st.inside):
+        if zone_id in outer:
+            st.inside[zone_id] = 0
+            continue
+        since = st.inside[zone_id] or t_ms
+        st.inside[zone_id] = since
+        if t_ms - since >= dwell_ms:
+            del st.inside[zone_id]
+            events.append(("zone_exit", zone_id, since))
+    return events

@@ -1,0 +1,138 @@
+"""Every cleaning filter and its reason code (pure, no I/O)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+from processors_helpers import fix, processor, run
+
+from processors.cleaning import REASONS
+from processors.pipeline import CourierProcessor
+
+
+def reasons(out):
+    return [r.reason for r in out.rejected]
+
+
+@pytest.mark.parametrize(
+    ("lat", "lon", "reason"),
+    [
+        (math.nan, 4.8, "invalid_coordinates"),
+        (45.0, math.inf, "invalid_coordinates"),
+        (91.0, 4.8, "lat_out_of_range"),
+        (45.0, -180.5, "lon_out_of_range"),
+        (0.0, 0.0, "null_island"),
+    ],
+)
+def test_coordinates(lat, lon, reason):
+    proc = processor()
+    _, out = run(proc, [fix(0, lat=lat, lon=lon)])
+    assert reasons(out) == [reason]
+    assert out.clean == []
+    rejection = out.rejected[0]
+    assert rejection.stage == "processor"
+    assert rejection.retention_class == "technical"
+    assert rejection.record is not None
+    assert rejection.record["fix_id"] == "c1-0"
+
+
+def test_timestamps_against_received_at():
+    proc = processor()
+    _, out = run(
+        proc,
+        [
+            fix(0, received_delay_s=-121),  # ts 121 s after the gateway got it
+            fix(1, received_delay_s=-119),
+            fix(2, received_delay_s=172_801),
+            fix(3, received_delay_s=172_000),
+        ],
+    )
+    assert reasons(out) == ["ts_in_future", "ts_too_old"]
+    assert [f.fix_id for f in out.clean] == ["c1-1", "c1-3"]
+
+
+def test_accuracy_threshold_and_org_override():
+    proc = processor()
+    _, out = run(proc, [fix(0, accuracy_m=150.0), fix(1, accuracy_m=99.0), fix(2, accuracy_m=None)])
+    assert reasons(out) == ["low_accuracy"]
+    strict = replace(
+        proc.config, org_cleaning={"acme": replace(proc.config.cleaning, max_accuracy_m=50.0)}
+    )
+    _, out = run(CourierProcessor(strict), [fix(0, accuracy_m=60.0)])
+    assert reasons(out) == ["low_accuracy"]
+    _, out = run(CourierProcessor(strict), [fix(0, accuracy_m=60.0, org="other")])
+    assert reasons(out) == []
+
+
+def test_org_overrides_from_settings():
+    from config.settings import get_settings
+    from processors.config import ProcessorConfig
+
+    settings = get_settings().model_copy(
+        update={"clean_org_overrides": {"acme": {"max_speed_mps": 20, "jump_recovery_fixes": 3}}}
+    )
+    config = ProcessorConfig.from_settings(settings)
+    assert config.rules_for("acme").max_speed_mps == 20.0
+    assert config.rules_for("acme").jump_recovery_fixes == 3
+    assert config.rules_for("other").max_speed_mps == settings.clean_max_speed_mps
+    bad = get_settings().model_copy(update={"clean_org_overrides": {"acme": {"nope": 1}}})
+    with pytest.raises(ValueError, match="unknown cleaning overrides"):
+        ProcessorConfig.from_settings(bad)
+
+
+def test_duplicates_by_fix_id_and_by_ts():
+    proc = processor()
+    _, out = run(
+        proc,
+        [
+            fix(0, fix_id="a"),
+            fix(10, 10, fix_id="b"),
+            fix(10, 20, fix_id="b"),  # same id again
+            fix(10, 30, fix_id="c"),  # same ts, other id
+            fix(20, 40, fix_id="d"),
+        ],
+    )
+    assert reasons(out) == ["duplicate_fix_id", "duplicate_ts"]
+    assert [f.fix_id for f in out.clean] == ["a", "b", "d"]
+
+
+def test_dedupe_memory_is_bounded():
+    proc = processor(reorder_window_s=0.0)
+    st, _ = run(proc, [fix(i * 10, i * 20) for i in range(100)])
+    assert len(st.clean.recent) == proc.config.cleaning.dedupe_memory
+
+
+def test_min_period():
+    proc = processor()
+    _, out = run(proc, [fix(0), fix(0.5, 1), fix(1.5, 2)])
+    assert reasons(out) == ["min_period"]
+
+
+def test_implausible_jump_then_recovery():
+    proc = processor()  # 60 m/s max, recovery after 2 agreeing jumps
+    far = 50_000.0  # 50 km away
+    _, out = run(
+        proc,
+        [
+            fix(0),
+            fix(10, 10),
+            fix(20, far),  # 5 km/s: rejected
+            fix(30, 20),  # back home: fine, jump forgotten
+            fix(40, far),  # rejected
+            fix(50, far + 30),  # agrees with the previous jump: still rejected (2nd)
+            fix(60, far + 60),  # 3rd agreeing: the courier really is there
+            fix(70, far + 90),
+        ],
+    )
+    assert reasons(out) == ["implausible_jump"] * 3
+    assert [f.fix_id for f in out.clean] == ["c1-0", "c1-10", "c1-30", "c1-60", "c1-70"]
+
+
+def test_every_reason_code_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "topics.md").read_text()
+    for reason in REASONS:
+        assert f"`{reason}`" in doc, reason
