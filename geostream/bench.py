@@ -9,9 +9,12 @@ Benchmarks measure; tests never assert timings.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import re
+import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -96,6 +99,25 @@ def write_section(result: BenchResult, doc: Path = DOC) -> None:
 
 
 BenchFunction = Callable[[argparse.Namespace], BenchResult]
+
+
+async def wait_ready(base_url: str, process: subprocess.Popen[bytes], within_s: float = 60) -> None:
+    """Wait until a service started for a benchmark answers ``/readyz`` with 200."""
+    import aiohttp
+
+    deadline = time.monotonic() + within_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+            try:
+                async with session.get(f"{base_url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{base_url} was not ready within {within_s:.0f} s")
 
 
 def register(commands: Any) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,24 +18,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
-
 from config.settings import Settings, get_settings
-from geostream.bench import BenchResult
+from geostream.bench import BenchResult, wait_ready
 from geostream.bench_kafka import drop_topic, raw_produce, scratch_topic
 from geostream.db import create_pool
 from geostream.kafka import admin_client, create_topics, topic_name
+from geostream.stack.system import free_port
 from ingest.client import GatewayClient, PostStats, encode_body
 from ingest.encoding import encode_ingested
 from ingest.tokens import DeviceIdentity, TokenStore
 from ingest.validation import TimeLimits, validate_fix
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def process_cpu_s(pid: int) -> float:
@@ -62,22 +53,6 @@ def bench_fixes(courier: int, count: int, start: datetime) -> list[dict[str, Any
         }
         for i in range(count)
     ]
-
-
-async def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"gateway exited with {process.returncode}")
-            try:
-                async with session.get(f"{url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError("gateway not ready in time")
 
 
 def start_gateway(settings: Settings, port: int) -> subprocess.Popen[bytes]:

@@ -29,6 +29,7 @@ import pytest
 from test_processors_reference import REFERENCE, Span, precision_recall
 
 from config.settings import Settings
+from geostream.stack.system import free_port
 from processors.offline import read_trace
 from sinks.api.auth import create_dispatcher
 
@@ -37,12 +38,6 @@ pytestmark = pytest.mark.stack
 TRACES = Path(__file__).parent / "data" / "traces"
 ORG, OTHER_ORG = "e2e-org", "e2e-other"
 RUN = "80m_120s"  # the reference run made with the worker's default stop parameters
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def shifted_csv(directory: Path, end: datetime) -> tuple[Path, dict[str, timedelta]]:

@@ -18,7 +18,9 @@ import pytest
 from test_ingest_gateway import consume, fix
 
 from config.settings import Settings
-from ingest.bench import free_port, start_gateway, wait_ready
+from geostream.bench import wait_ready
+from geostream.stack.system import free_port
+from ingest.bench import start_gateway
 from ingest.client import GatewayClient
 from schemas.records import IngestedFix
 from schemas.wire import decode

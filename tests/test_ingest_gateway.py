@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -28,18 +27,13 @@ from config.settings import Settings, get_settings
 from geostream.db import create_pool
 from geostream.kafka import create_producer, topic_name
 from geostream.stack import Stack
+from geostream.stack.system import free_port
 from ingest.server import server_config
 from ingest.tokens import TokenStore
 from schemas.records import IngestedFix
 from schemas.wire import decode
 
 pytestmark = pytest.mark.stack
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -111,6 +111,13 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now (for tests and benchmarks)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def wait_for_port(host: str, port: int, timeout: float, what: str, log_file: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,7 +19,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from geostream.bench import BenchResult
+from geostream.bench import BenchResult, wait_ready
+from geostream.stack.system import free_port
 
 ORG = "bench-org"
 OTHER_ORG = "bench-other"
@@ -43,12 +43,6 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 SEED = """
@@ -76,24 +70,6 @@ async def _seed(url: str, couriers: int) -> str:
         await conn.execute("ANALYZE latest_positions")
         await conn.commit()
         return await create_dispatcher(conn, ORG, "bench")
-
-
-async def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
-    import aiohttp
-
-    deadline = time.monotonic() + 60
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"geostream api exited with {process.returncode}")
-            try:
-                async with http.get(f"{base}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError("geostream api did not become ready within 60 s")
 
 
 async def _time_http(base: str, token: str, path: str, n: int, expect: int) -> list[float]:
@@ -162,7 +138,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         token = asyncio.run(_seed(scratch_url, args.couriers))
         scratch = settings.model_copy(update={"database_url": scratch_url})
         api_url = api_database_url(scratch)
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "GEOSTREAM_DATABASE_URL": scratch_url,
@@ -176,7 +152,7 @@ def run(args: argparse.Namespace) -> BenchResult:
             stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
-        asyncio.run(_wait_ready(base, process))
+        asyncio.run(wait_ready(base, process))
         n = args.requests
         cpu_before = _cpu_seconds(process.pid)
         full = asyncio.run(
