@@ -22,17 +22,19 @@ import contextlib
 import logging
 import shutil
 import time
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 from aiokafka.partitioner import murmur2
+from faust.streams import _current_event
 from prometheus_client import start_http_server
 
 from config.settings import Settings, get_settings
 from geostream.kafka import create_producer, create_topics, topic_name
 from processors import state as state_codec
-from processors.config import ProcessorConfig
+from processors.config import WORKER_BATCH_MAX, ProcessorConfig
 from processors.metrics import WorkerMetrics
 from processors.pipeline import CourierProcessor, CourierState, Outputs
 from processors.zones import Geofences
@@ -44,6 +46,9 @@ log = logging.getLogger("geostream.processors")
 #: Decoded states kept in memory (the oldest entries are dropped first; the table,
 #: 1.5 KB per courier, holds every courier). 20,000 couriers: about 200 MB of Python objects.
 CACHE_MAX = 20_000
+
+#: How long a batch of up to WORKER_BATCH_MAX events waits to fill.
+BATCH_WITHIN_S = 0.05
 
 OUTPUT_TOPICS = ("fixes.clean", "fixes.rejected", "courier.events", "trips", "stops")
 
@@ -79,6 +84,8 @@ class Wiring:
         self.metrics = WorkerMetrics()
         self.partitions = settings.worker_partitions
         self.cache: dict[bytes, CourierState] = {}
+        # States changed in the current batch (key -> state, partition), saved by flush().
+        self.dirty: dict[bytes, tuple[CourierState, int]] = {}
         self.idle: dict[bytes, int] = {}  # couriers with an open trip or held fixes
         self.rescan = True
         self.tick_producer: Any = None
@@ -112,6 +119,7 @@ class Wiring:
             )
             for name in (*OUTPUT_TOPICS, "courier.latest")
         }
+        self.output_names = {name: t.get_topic_name() for name, t in self.outputs.items()}
         self.table = app.Table(
             "courier-state",
             default=None,
@@ -122,6 +130,9 @@ class Wiring:
 
     # state -------------------------------------------------------------------------------------
     def load(self, key: bytes, org_id: str, courier_id: str) -> CourierState:
+        pending = self.dirty.get(key)
+        if pending is not None:  # changed in this batch, maybe evicted from the cache since
+            return pending[0]
         cached = self.cache.get(key)
         if cached is not None:
             return cached
@@ -142,6 +153,29 @@ class Wiring:
         return state
 
     def save(self, key: bytes, state: CourierState, partition: int) -> None:
+        """Mark ``state`` changed; :meth:`flush` writes it once for the whole batch."""
+        self.dirty[key] = (state, partition)
+
+    def flush(self, events: Any) -> None:
+        """Write every state changed by the batch to the table, once per courier.
+
+        faust takes the changelog partition of a table write from the event being processed;
+        each state is written under the last event of the batch that changed it.
+        """
+        if not self.dirty:
+            return
+        last: dict[int, Any] = {}
+        for event in events:
+            last[event.message.partition] = event
+        dirty, self.dirty = self.dirty, {}
+        for key, (state, partition) in dirty.items():
+            token = _current_event.set(weakref.ref(last[partition]))
+            try:
+                self.write(key, state, partition)
+            finally:
+                _current_event.reset(token)
+
+    def write(self, key: bytes, state: CourierState, partition: int) -> None:
         data = state_codec.dumps(state)
         self.table[key] = data
         self.metrics.state_bytes.observe(len(data))
@@ -176,7 +210,7 @@ class Wiring:
         self.save(key, state, message.partition)
 
     async def handle_tick(self, key: bytes, now_ms: int, partition: int) -> None:
-        if key not in self.cache and self.table.get(key) is None:
+        if key not in self.cache and key not in self.dirty and self.table.get(key) is None:
             return
         org_id, _, courier_id = key.decode().partition("/")
         state = self.load(key, org_id, courier_id)
@@ -199,29 +233,43 @@ class Wiring:
             expires_at=self.retention.expires_at("technical", org_id or None, now),
         )
         self.metrics.fixes_out.labels("rejected", rejection.reason).inc()
-        await self.outputs["fixes.rejected"].send(key=key, value=encode(rejection))
+        await self.send("fixes.rejected", key, encode(rejection))
+
+    async def send(self, name: str, key: bytes | None, value: bytes) -> None:
+        """Hand one record to faust's producer (the transaction manager under exactly_once).
+
+        The same producer call ``Topic.send`` ends in, without its per-record future-message
+        and sensor bookkeeping; the returned future is not awaited (faust flushes the producer
+        before it commits offsets).
+        """
+        producer = await self.app.maybe_start_producer()
+        await producer.send(self.output_names[name], key, value, None, None, None)
 
     async def emit(self, key: bytes, out: Outputs) -> None:
-        send = self.outputs
+        send = self.send
         m = self.metrics
         now = time.time()
+        latest = out.latest
+        latest_data = b""
         for fix in out.clean:
-            await send["fixes.clean"].send(key=key, value=encode(fix))
+            data = encode(fix)
+            await send("fixes.clean", key, data)
+            if fix is latest:
+                latest_data = data
             m.fixes_out.labels("late" if fix.is_late else "clean", "").inc()
             m.latency.observe(max(0.0, now - fix.received_at.timestamp()))
-        latest = out.latest
         if latest is not None:
-            await send["courier.latest"].send(key=key, value=encode(latest))
+            await send("courier.latest", key, latest_data)
         for rej in out.rejected:
-            await send["fixes.rejected"].send(key=key, value=encode(rej))
+            await send("fixes.rejected", key, encode(rej))
             m.fixes_out.labels("rejected", rej.reason).inc()
         for ev in out.events:
-            await send["courier.events"].send(key=key, value=encode(ev))
+            await send("courier.events", key, encode(ev))
         for stop in out.stops:
-            await send["stops"].send(key=key, value=encode(stop))
+            await send("stops", key, encode(stop))
             m.stops.labels("open" if stop.is_open else "closed").inc()
         for trip in out.trips:
-            await send["trips"].send(key=key, value=encode(trip))
+            await send("trips", key, encode(trip))
             m.trips.labels(trip.closed_by).inc()
 
     # timer -------------------------------------------------------------------------------------
@@ -301,6 +349,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
         processing_guarantee=settings.worker_guarantee,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # outputs of many fixes per produce request (the transaction commit flushes anyway)
+        producer_linger=0.05,
         web_enabled=False,
         key_serializer="raw",
         value_serializer="raw",
@@ -309,8 +359,10 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
 
     @app.agent(wiring.source, name="process")
     async def process(stream: Any) -> None:
-        async for event in stream.events():
-            await wiring.handle(event)
+        async for events in stream.take_events(WORKER_BATCH_MAX, within=BATCH_WITHIN_S):
+            for event in events:
+                await wiring.handle(event)
+            wiring.flush(events)
 
     @app.timer(interval=settings.worker_idle_interval_s)  # type: ignore[untyped-decorator]
     async def idle_timer() -> None:
@@ -366,6 +418,9 @@ def run_worker(loglevel: str = "info") -> int:
     prepare_store(settings)
     asyncio.run(ensure_topics(settings))
     worker = faust.Worker(app, loglevel=loglevel)
+    # faust's terminal spinner (on at loglevel warning and above) sets the root logger to DEBUG
+    # and spins on every record: aiokafka then builds a debug record per request sent.
+    worker.spinner = None
     try:
         worker.execute_from_commandline()
     finally:

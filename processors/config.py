@@ -14,6 +14,10 @@ from functools import cached_property
 from config.retention import RetentionPolicy
 from config.settings import Settings
 
+#: Events the worker handles per batch (and the plain-loop benchmark with it): each courier's
+#: state is serialised and written to the table once per batch, not once per fix.
+WORKER_BATCH_MAX = 2_000
+
 #: Cleaning parameters an organisation may override (names without the ``clean_`` prefix).
 ORG_OVERRIDABLE = (
     "max_future_s",

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import shapely
+from shapely import lib as _lib
 
 EARTH_RADIUS_M = 6_371_008.8
 _RAD = math.pi / 180.0
@@ -123,6 +126,25 @@ def mrr_diagonal(points: Sequence[Point2]) -> float:
     return math.dist(a, b)
 
 
+_POINT_ALLOW_NAN = np.intc(0)  # shapely.creation.HandleNaN.allow, shapely.points' default
+_MULTIPOINT = np.intc(shapely.GeometryType.MULTIPOINT)
+
+
+def _mrr_coords(lonlat: Sequence[Point2]) -> Any:
+    """``get_coordinates(minimum_rotated_rectangle(multipoints(lonlat)))``, calling the same GEOS
+    functions without shapely's Python wrappers (they cost more than GEOS itself here)."""
+    if shapely.geos_version < (3, 12, 0):  # shapely computes the rectangle in Python there
+        return shapely.get_coordinates(
+            shapely.minimum_rotated_rectangle(shapely.multipoints(lonlat))
+        )
+    geom = _lib.create_collection(
+        _lib.points(np.array(lonlat, dtype=float), _POINT_ALLOW_NAN), _MULTIPOINT
+    )
+    return _lib.get_coordinates(
+        np.array([_lib.oriented_envelope(geom)], dtype=object), False, False, False
+    )
+
+
 def mrr_diagonal_geo(lonlat: Sequence[Point2]) -> float:
     """MovingPandas' stop "diameter" of geographic points, in metres.
 
@@ -132,8 +154,7 @@ def mrr_diagonal_geo(lonlat: Sequence[Point2]) -> float:
     shorter than degrees of latitude), so this uses shapely's rectangle rather than our own.
     Distance: haversine (MovingPandas: the ellipsoid; they differ by well under 1 %).
     """
-    mrr = shapely.minimum_rotated_rectangle(shapely.multipoints(lonlat))
-    coords = shapely.get_coordinates(mrr)
+    coords = _mrr_coords(lonlat)
     if len(coords) >= 4:
         (x1, y1), (x2, y2) = coords[0], coords[2]
     elif len(coords) >= 2:
