@@ -216,6 +216,9 @@ class Settings(BaseSettings):
     worker_partitions: int = Field(
         default=6, ge=1, description="Partitions of fixes.raw (and the table's changelog)."
     )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="Address the worker's Prometheus endpoint listens on."
+    )
     worker_metrics_port: int = Field(
         default=9101, description="Prometheus port of the worker (0: off)."
     )

@@ -380,7 +380,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
     async def startup() -> None:
         await ensure_topics(settings)
         if settings.worker_metrics_port:
-            start_http_server(settings.worker_metrics_port, registry=wiring.metrics.registry)
+            start_http_server(
+                settings.worker_metrics_port,
+                addr=settings.worker_metrics_host,
+                registry=wiring.metrics.registry,
+            )
 
     return app, wiring
 

@@ -43,7 +43,7 @@ LONG_RUNNING = (*INFRA, *PIPELINE)
 # Entries whose setting does not exist (yet) in config/settings.py are not demanded.
 LISTEN_ENV: dict[str, dict[str, str]] = {
     "ingest": {"GEOSTREAM_INGEST_HOST": "0.0.0.0", "GEOSTREAM_INGEST_PORT": "8080"},
-    "worker": {"GEOSTREAM_WORKER_METRICS_PORT": "9101"},
+    "worker": {"GEOSTREAM_WORKER_METRICS_HOST": "0.0.0.0", "GEOSTREAM_WORKER_METRICS_PORT": "9101"},
     "sink": {"GEOSTREAM_SINK_METRICS_HOST": "0.0.0.0", "GEOSTREAM_SINK_METRICS_PORT": "9102"},
     "api": {"GEOSTREAM_API_HOST": "0.0.0.0", "GEOSTREAM_API_PORT": "8081"},
 }
