@@ -40,7 +40,8 @@ def database_url(stack: Stack) -> Iterator[str]:
     url = stack.postgres.url(database=name)
     migrate(url)
     yield url
-    with psycopg.connect(owner_url, autocommit=True) as conn:
+    # As the superuser: FORCE must end every session, also those of other roles (the API's).
+    with psycopg.connect(stack.postgres.url("postgres", "postgres"), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
