@@ -22,14 +22,15 @@ class TopicSpec:
     retention: timedelta | None
     compact: bool
     description: str
+    class_period: timedelta
 
-    def broker_config(self, policy: RetentionPolicy) -> dict[str, str]:
+    def broker_config(self) -> dict[str, str]:
         """Topic-level configs: ``cleanup.policy`` and ``retention.ms``.
 
         A compacted topic keeps the latest record per key; it still may not keep it longer than
         its class allows, so it gets ``delete`` as well with the class period.
         """
-        class_period = policy.period(self.retention_class)
+        class_period = self.class_period
         if self.compact:
             return {
                 "cleanup.policy": "compact,delete",
@@ -49,15 +50,17 @@ def load_topics(path: Path, policy: RetentionPolicy) -> dict[str, TopicSpec]:
     specs: dict[str, TopicSpec] = {}
     for name, raw in (data.get("topics") or {}).items():
         retention = parse_duration(str(raw["retention"])) if "retention" in raw else None
+        retention_class = str(raw["retention_class"])
+        class_period = policy.period(retention_class)
         spec = TopicSpec(
             name=str(name),
             partitions=int(raw["partitions"]),
-            retention_class=str(raw["retention_class"]),
+            retention_class=retention_class,
             retention=retention,
             compact=bool(raw.get("compact", False)),
             description=str(raw.get("description", "")),
+            class_period=class_period,
         )
-        class_period = policy.period(spec.retention_class)
         if retention is not None and retention > class_period:
             raise ValueError(
                 f"topic {name!r} keeps data {retention} but class "

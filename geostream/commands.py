@@ -42,14 +42,12 @@ def run_db(args: argparse.Namespace) -> int:
 
 
 def run_topics(args: argparse.Namespace) -> int:
-    from config.retention import RetentionPolicy
     from geostream.kafka import create_topics, topic_name, topic_specs
 
     settings = get_settings()
     if args.action == "list":
-        policy = RetentionPolicy.load(settings.retention_file)
         for spec in topic_specs(settings).values():
-            configs = " ".join(f"{k}={v}" for k, v in spec.broker_config(policy).items())
+            configs = " ".join(f"{k}={v}" for k, v in spec.broker_config().items())
             print(f"{topic_name(settings, spec.name)}  partitions={spec.partitions}  {configs}")
         return 0
     result = asyncio.run(create_topics(settings, args.names or None))

@@ -62,7 +62,6 @@ async def create_topics(settings: Settings, names: Iterable[str] | None = None) 
     """
     specs = topic_specs(settings)
     wanted = [specs[n] for n in names] if names is not None else list(specs.values())
-    policy = RetentionPolicy.load(settings.retention_file)
     admin = admin_client(settings)
     await admin.start()
     try:
@@ -73,7 +72,7 @@ async def create_topics(settings: Settings, names: Iterable[str] | None = None) 
                 name=topic_name(settings, spec.name),
                 num_partitions=spec.partitions,
                 replication_factor=1,
-                topic_configs=spec.broker_config(policy),
+                topic_configs=spec.broker_config(),
             )
             for spec in wanted
             if topic_name(settings, spec.name) not in existing
@@ -89,7 +88,7 @@ async def create_topics(settings: Settings, names: Iterable[str] | None = None) 
                 ConfigResource(
                     ConfigResourceType.TOPIC,
                     topic_name(settings, spec.name),
-                    configs=spec.broker_config(policy),
+                    configs=spec.broker_config(),
                 )
                 for spec in wanted
                 if topic_name(settings, spec.name) in existing

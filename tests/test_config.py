@@ -104,11 +104,11 @@ def test_shipped_topics_obey_their_retention_classes() -> None:
     assert {"fixes.raw", "fixes.clean", "fixes.rejected", "courier.events", "trips", "stops",
             "courier.latest"} <= set(specs)  # fmt: skip
     for spec in specs.values():
-        config = spec.broker_config(policy)
+        config = spec.broker_config()
         kept = timedelta(milliseconds=int(config["retention.ms"]))
         assert kept <= policy.period(spec.retention_class), spec.name
-    assert specs["courier.latest"].broker_config(policy)["cleanup.policy"] == "compact,delete"
-    assert specs["fixes.raw"].broker_config(policy)["cleanup.policy"] == "delete"
+    assert specs["courier.latest"].broker_config()["cleanup.policy"] == "compact,delete"
+    assert specs["fixes.raw"].broker_config()["cleanup.policy"] == "delete"
 
 
 def test_topic_buffer_longer_than_its_class_is_refused(tmp_path: Path) -> None:
