@@ -28,9 +28,10 @@ def register(commands: Any) -> None:
 
 
 def run_sink(args: argparse.Namespace) -> int:
-    from sinks.sink import Sink
+    from sinks.sink import Sink, tune_gc
 
     settings = get_settings()
+    tune_gc()
 
     async def main() -> None:
         sink = Sink(settings)

@@ -2,28 +2,35 @@
 
 Each sink table has a staging layout (:class:`Table`): the columns the sink COPYs (binary) into
 a temporary staging table, their PostgreSQL types (so psycopg dumps them without guessing), and
-a function turning a decoded record into one row tuple. Geometries are built here as EWKB
-(:func:`point_ewkb`, :func:`linestring_ewkb`), which is PostGIS's binary wire format: a binary
-COPY hands the bytes straight to ``geometry_recv``, so the database does no per-row parsing and
-positions rows can be COPYed into the hypertable as they are.
+a function turning a record's validated fields (field name -> value, what :mod:`sinks.decode`
+gets from pydantic without building the dataclass) into one row tuple. Geometries are built here
+as EWKB (:func:`point_ewkb`, :func:`linestring_ewkb`), which is PostGIS's binary wire format: a
+binary COPY hands the bytes straight to ``geometry_recv``, so the database does no per-row
+parsing and positions rows can be COPYed into the hypertable as they are.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any
 
 from schemas.records import CourierEvent, EnrichedFix, Stop, Trip
 
 Row = tuple[Any, ...]
+Fields = Mapping[str, Any]  # a record's validated fields by name
+
+
+def record_fields(record: object) -> dict[str, Any]:
+    """The fields of a record dataclass by name (shallow: values are kept as they are)."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Table:
-    """One destination table: its staging columns and types, and the row mapping.
+    """One destination table: its staging columns and types, and the row mapping (from fields).
 
     Compared and hashed by identity (there is one instance per table): the sink groups every
     row by its table, and hashing the column tuples each time showed in profiles.
@@ -33,7 +40,11 @@ class Table:
     record_type: type
     columns: tuple[str, ...]
     types: tuple[str, ...]
-    to_row: Callable[[Any], Row]
+    from_fields: Callable[[Fields], Row]
+
+    def to_row(self, record: object) -> Row:
+        """The row of a record object (the sink itself maps validated fields, not objects)."""
+        return self.from_fields(record_fields(record))
 
     @property
     def staging(self) -> str:
@@ -47,13 +58,12 @@ class Table:
         )
 
 
-_POINT_HEADER = struct.pack("<BII", 1, 0x20000001, 4326)  # little endian, Point with SRID, 4326
-_POINT = struct.Struct("<dd")
+_POINT = struct.Struct("<BIIdd").pack  # little endian, Point with SRID, 4326, x, y
 
 
 def point_ewkb(lon: float, lat: float) -> bytes:
     """EWKB of an SRID 4326 point."""
-    return _POINT_HEADER + _POINT.pack(lon, lat)
+    return _POINT(1, 0x20000001, 4326, lon, lat)
 
 
 _TEXT_OID = 25
@@ -77,47 +87,47 @@ def text_array(values: tuple[str, ...]) -> bytes:
     return b"".join(parts)
 
 
-def position_row(fix: EnrichedFix) -> Row:
-    """A clean fix as a staged ``positions`` row (see :data:`POSITIONS`)."""
+def position_row(fix: Fields) -> Row:
+    """A clean fix (:class:`EnrichedFix` fields) as a staged ``positions`` row."""
     return (
-        fix.ts,
-        fix.org_id,
-        fix.courier_id,
-        fix.device_id,
-        fix.fix_id,
-        point_ewkb(fix.lon, fix.lat),
-        fix.accuracy_m,
-        fix.speed_mps,
-        fix.heading_deg,
-        fix.altitude_m,
-        text_array(fix.zone_ids),
-        fix.trip_id,
-        fix.stop_id,
-        fix.received_at,
-        fix.distance_m,
-        fix.odometer_m,
-        fix.derived_speed_mps,
-        fix.derived_heading_deg,
-        fix.is_late,
-        fix.retention_class,
-        fix.expires_at,
+        fix["ts"],
+        fix["org_id"],
+        fix["courier_id"],
+        fix["device_id"],
+        fix["fix_id"],
+        point_ewkb(fix["lon"], fix["lat"]),
+        fix["accuracy_m"],
+        fix["speed_mps"],
+        fix["heading_deg"],
+        fix["altitude_m"],
+        text_array(fix["zone_ids"]),
+        fix["trip_id"],
+        fix["stop_id"],
+        fix["received_at"],
+        fix["distance_m"],
+        fix["odometer_m"],
+        fix["derived_speed_mps"],
+        fix["derived_heading_deg"],
+        fix["is_late"],
+        fix["retention_class"],
+        fix["expires_at"],
     )
 
 
-def stop_row(stop: Stop) -> Row:
+def stop_row(stop: Fields) -> Row:
     return (
-        stop.start,
-        stop.end,
-        stop.org_id,
-        stop.courier_id,
-        stop.stop_id,
-        point_ewkb(stop.lon, stop.lat),
-        stop.duration_s,
-        stop.fix_count,
-        stop.zone_id,
-        stop.is_open,
-        stop.retention_class,
-        stop.expires_at,
+        stop["start"],
+        stop["end"],
+        stop["org_id"],
+        stop["courier_id"],
+        stop["stop_id"],
+        point_ewkb(stop["lon"], stop["lat"]),
+        stop["duration_s"],
+        stop["fix_count"],
+        stop["zone_id"],
+        stop["is_open"],
+        stop["retention_class"],
+        stop["expires_at"],
     )
 
 
@@ -134,38 +144,38 @@ def linestring_ewkb(path: Sequence[tuple[float, float]]) -> bytes:
     return struct.pack(f"<BIII{len(flat)}d", 1, 0x20000002, 4326, len(points), *flat)
 
 
-def trip_row(trip: Trip) -> Row:
+def trip_row(trip: Fields) -> Row:
     return (
-        trip.start,
-        trip.end,
-        trip.org_id,
-        trip.courier_id,
-        trip.trip_id,
-        linestring_ewkb(trip.path),
-        trip.distance_m,
-        trip.duration_s,
-        trip.avg_speed_mps,
-        trip.max_speed_mps,
-        trip.fix_count,
-        trip.start_stop_id,
-        trip.end_stop_id,
-        trip.closed_by,
-        trip.retention_class,
-        trip.expires_at,
+        trip["start"],
+        trip["end"],
+        trip["org_id"],
+        trip["courier_id"],
+        trip["trip_id"],
+        linestring_ewkb(trip["path"]),
+        trip["distance_m"],
+        trip["duration_s"],
+        trip["avg_speed_mps"],
+        trip["max_speed_mps"],
+        trip["fix_count"],
+        trip["start_stop_id"],
+        trip["end_stop_id"],
+        trip["closed_by"],
+        trip["retention_class"],
+        trip["expires_at"],
     )
 
 
-def event_row(event: CourierEvent) -> Row:
+def event_row(event: Fields) -> Row:
     return (
-        event.ts,
-        event.org_id,
-        event.courier_id,
-        event.event_id,
-        event.kind,
-        event.subject_id,
-        point_ewkb(event.lon, event.lat),
-        event.retention_class,
-        event.expires_at,
+        event["ts"],
+        event["org_id"],
+        event["courier_id"],
+        event["event_id"],
+        event["kind"],
+        event["subject_id"],
+        point_ewkb(event["lon"], event["lat"]),
+        event["retention_class"],
+        event["expires_at"],
     )
 
 
@@ -184,7 +194,7 @@ POSITIONS = Table(
         "timestamptz", "float8", "float8", "float4", "float4",
         "bool", "text", "timestamptz",
     ),
-    to_row=position_row,
+    from_fields=position_row,
 )  # fmt: skip
 
 STOPS = Table(
@@ -198,7 +208,7 @@ STOPS = Table(
         "timestamptz", "timestamptz", "text", "text", "text", "geometry(Point, 4326)", "float8",
         "int4", "text", "bool", "text", "timestamptz",
     ),
-    to_row=stop_row,
+    from_fields=stop_row,
 )  # fmt: skip
 
 TRIPS = Table(
@@ -215,7 +225,7 @@ TRIPS = Table(
         "float8", "float4", "float4", "int4", "text",
         "text", "text", "text", "timestamptz",
     ),
-    to_row=trip_row,
+    from_fields=trip_row,
 )  # fmt: skip
 
 COURIER_EVENTS = Table(
@@ -229,7 +239,7 @@ COURIER_EVENTS = Table(
         "timestamptz", "text", "text", "text", "text", "text", "geometry(Point, 4326)",
         "text", "timestamptz",
     ),
-    to_row=event_row,
+    from_fields=event_row,
 )  # fmt: skip
 
 # latest_positions rows are projections of positions rows (see latest_rows).
@@ -266,7 +276,7 @@ LATEST = Table(
     record_type=EnrichedFix,
     columns=LATEST_COLUMNS,
     types=tuple(POSITIONS.types[i] for i in _LATEST_INDEX),
-    to_row=lambda fix: tuple(position_row(fix)[i] for i in _LATEST_INDEX),
+    from_fields=lambda fix: tuple(position_row(fix)[i] for i in _LATEST_INDEX),
 )
 
 TABLES: tuple[Table, ...] = (POSITIONS, STOPS, TRIPS, COURIER_EVENTS)

@@ -10,6 +10,7 @@ import uuid
 from datetime import timedelta
 
 import orjson
+import psycopg
 import pytest
 from sink_support import NOW, count, event, fix, produce, read_all, running, stop, trip, wait_until
 
@@ -213,3 +214,64 @@ async def test_database_restart_stalls_then_drains(settings: Settings) -> None:
         await wait_until(lambda: count(cfg.database_url, "positions") >= 200, "drained", 90)
     assert count(cfg.database_url, "positions") == 200
     assert count(cfg.database_url, "latest_positions") == 6
+
+
+async def committed_total(sink: Sink) -> int:
+    """The sum of the group's committed offsets over the sink's partitions, from the broker."""
+    assert sink.consumer is not None
+    return sum([await sink.consumer.committed(tp) or 0 for tp in sink.consumer.assignment()])
+
+
+async def next_batch_decoded(sink: Sink) -> None:
+    """Wait (inside a batch's open transaction) until the collector has queued the next one."""
+    await wait_until(lambda: sink._queue.qsize() > 0, "the next batch decoded", every=0.01)
+
+
+async def test_offsets_never_run_ahead_of_the_database(settings: Settings) -> None:
+    n = 1000
+    records = [fix(courier=f"c{i % 5}", ts=NOW - timedelta(seconds=n - i)) for i in range(n)]
+    await produce(settings, records)
+    cfg = sink_settings(settings, sink_batch_max_records=200)
+    checks: list[tuple[int, int]] = []  # (offsets committed, rows committed) inside a batch
+
+    async def check() -> None:
+        if not checks:  # the first batch waits until the next one is decoded meanwhile
+            await next_batch_decoded(sink)
+        checks.append((await committed_total(sink), count(cfg.database_url, "positions")))
+
+    sink = Sink(cfg, before_commit=check)
+    async with running(sink):
+        await wait_until(lambda: count(cfg.database_url, "positions") >= n, "all rows")
+        await wait_until(lambda: sink.batches_committed >= len(checks), "the last commit")
+        assert await committed_total(sink) == n
+    assert len(checks) >= 5  # one per batch of at most 200
+    assert all(offsets <= rows for offsets, rows in checks), checks
+    assert any(offsets > 0 for offsets, _ in checks)  # later batches saw earlier commits
+    assert count(cfg.database_url, "positions") == n
+
+
+async def test_db_error_while_the_next_batch_is_decoded_loses_nothing(
+    settings: Settings,
+) -> None:
+    n = 1000
+    records = [fix(courier=f"c{i % 5}", ts=NOW - timedelta(seconds=n - i)) for i in range(n)]
+    await produce(settings, records)
+    cfg = sink_settings(settings, sink_batch_max_records=200)
+    failed: list[int] = []
+
+    async def fail_first_commit() -> None:
+        if not failed:
+            await next_batch_decoded(sink)
+            failed.append(await committed_total(sink))
+            raise psycopg.OperationalError("connection lost (simulated)")
+
+    sink = Sink(cfg, before_commit=fail_first_commit)
+    async with running(sink):
+        await wait_until(lambda: count(cfg.database_url, "positions") >= n, "all rows")
+        await wait_until(lambda: sink.batches_committed >= n // 200, "the commits")
+        assert await committed_total(sink) == n
+    assert failed == [0]  # nothing was committed while the first batch failed
+    assert sink.metrics.retries.labels("db")._value.get() == 1
+    assert _dead(sink) == 0
+    assert count(cfg.database_url, "positions") == n
+    assert count(cfg.database_url, "latest_positions") == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -10,11 +11,12 @@ import pytest
 import shapely
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from sink_support import event, fix, stop, trip
 
-from schemas.records import Rejection
-from schemas.wire import encode, validate
-from sinks.decode import Unwritable, decode_message
+from schemas.records import EnrichedFix, Rejection
+from schemas.wire import adapter, encode, validate
+from sinks.decode import Unwritable, decode_message, fields_validator
 from sinks.rows import (
     COURIER_EVENTS,
     LATEST,
@@ -26,6 +28,7 @@ from sinks.rows import (
     latest_rows,
     linestring_ewkb,
     point_ewkb,
+    record_fields,
     stop_version,
     text_array,
 )
@@ -196,3 +199,27 @@ def test_metrics_are_served_over_http() -> None:
     assert 'geostream_sink_dead_letters_total{reason="malformed_json"} 1.0' in body
     for name in ("batch_size", "batch_seconds", "consumer_lag", "end_to_end_seconds", "retries"):
         assert f"geostream_sink_{name}" in body
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{}, {"lat": 91}, {"lat": "43.2"}, {"ts": "yesterday"}, {"ts": "2026-01-01T00:00:00"},
+     {"org_id": "a b"}, {"zone_ids": "z1"}, {"is_late": "yes"}, {"extra": 1}, {"fix_id": ""},
+     {"distance_m": None}, {"expires_at": 1767225600000}],
+)  # fmt: skip
+def test_fields_validator_accepts_exactly_what_the_record_type_accepts(change: dict) -> None:
+    """The sink's fast path validates with the dataclass's own schema, minus the instance."""
+    value = orjson.dumps({**orjson.loads(encode(fix(zone_ids=("a", "b")))), **change})
+
+    def outcome(validate: Callable[[], object]) -> tuple[str, object]:
+        try:
+            return "valid", validate()
+        except ValidationError as exc:
+            return "invalid", exc.errors(include_url=False)
+
+    full = outcome(lambda: record_fields(adapter(EnrichedFix).validate_json(value)))
+    fast = outcome(lambda: fields_validator(EnrichedFix).validate_json(value)[0])
+    assert fast == full
+    if full[0] == "valid":
+        record = adapter(EnrichedFix).validate_json(value)
+        assert decode_message("fixes.clean", value).row == POSITIONS.to_row(record)
