@@ -165,8 +165,9 @@ async def measure(total: int, batch: int, clients: int, couriers: int) -> BenchR
         f"{couriers} devices; clients, gateway and broker share this machine's cores"
     )
     result.notes.append(
-        "the gateway appends each request's records to aiokafka batches itself (one key, one "
-        "partition per request); the raw figure calls send() per record, as raw_produce does"
+        "the gateway writes each request's fixes as JSON arrays of up to 200 per record into "
+        "aiokafka batches it fills itself (one key, one partition per request); the raw figure "
+        "calls send() per fix record, as raw_produce does"
     )
     result.notes.append(
         "fixes/s depend on what else runs on the machine (see load average); the gateway's "

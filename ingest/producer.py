@@ -1,8 +1,9 @@
-"""The gateway's way into ``fixes.raw``: one request's fixes as whole record batches, acked.
+"""The gateway's way into ``fixes.raw``: one request's fixes as a few records, acked.
 
-All fixes of a request share one key (courier scoped by org), hence one partition, so the
-gateway fills aiokafka record batches itself (``create_batch``/``send_batch``) instead of calling
-``send`` per fix, which costs tens of microseconds each. The partition is chosen with the
+All fixes of a request share one key (courier scoped by org), hence one partition: they go as
+JSON arrays of up to :data:`FIXES_PER_RECORD` fixes, in whole record batches
+(:func:`geostream.kafka.send_batches`), since every Kafka record costs tens of microseconds
+in each process that handles it. The partition is chosen with the
 producer's default partitioner, so the placement equals what ``send(key=...)`` would pick.
 The producer comes from :func:`geostream.kafka.create_producer` (acks=all, idempotent, lz4).
 """
@@ -20,9 +21,14 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from config.settings import Settings
-from geostream.kafka import create_producer, topic_name
+from geostream.kafka import create_producer, send_batches, topic_name
+from schemas.wire import encode_array
 
 log = logging.getLogger("geostream.ingest.producer")
+
+#: Fixes per Kafka record of ``fixes.raw`` (a JSON array; about 80 KB): the worker's cost per
+#: record is paid once per array, and the record stays far below the broker's size limit.
+FIXES_PER_RECORD = 200
 
 
 class KafkaUnavailable(Exception):
@@ -112,18 +118,11 @@ class FixProducer:
     ) -> None:
         partitions = sorted(await producer.partitions_for(self.topic))
         partition = self._partitioner(key, partitions, partitions)
-        futures: list[asyncio.Future[object]] = []
-        batch = producer.create_batch()
-        for value in values:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                batch.close()
-                futures.append(await producer.send_batch(batch, self.topic, partition=partition))
-                batch = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise KafkaError(f"a record of {len(value)} bytes exceeds the batch size")
-        batch.close()
-        futures.append(await producer.send_batch(batch, self.topic, partition=partition))
-        await asyncio.gather(*futures)
+        records = [
+            (key, encode_array(values[at : at + FIXES_PER_RECORD]))
+            for at in range(0, len(values), FIXES_PER_RECORD)
+        ]
+        await asyncio.gather(*await send_batches(producer, self.topic, partition, records))
 
     async def ready(self, timeout_s: float = 3.0) -> tuple[bool, str]:
         """Kafka reachable: the producer is connected and the broker answers a metadata request."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -55,3 +56,39 @@ def validate(record_type: type[T], raw: Any) -> T:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "record"
         raise WireError(f"invalid_{first['type']}", f"{where}: {first['msg']}") from exc
+
+
+def encode_array(values: Sequence[bytes]) -> bytes:
+    """Records already encoded by :func:`encode`, as one JSON array (see :func:`decode_many`)."""
+    return b"[" + b",".join(values) + b"]"
+
+
+def decode_many(record_type: type[T], data: bytes) -> list[T | WireError]:
+    """One record, or a JSON array of records, each validated on its own.
+
+    ``fixes.raw`` carries up to a request's worth of fixes in one Kafka value: per-record
+    broker and framework costs then amortise over the array. One bad element must not cost
+    the others, so a failed whole-array validation falls back to element by element.
+    Raises :class:`WireError` only for a value that is neither an object nor an array.
+    """
+    try:
+        if data[:1] == b"[":
+            return list(adapter(list[record_type]).validate_json(data))  # type: ignore[valid-type]
+        return [adapter(record_type).validate_json(data)]
+    except ValidationError:
+        pass  # name the reasons, element by element
+    try:
+        raw: Any = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise WireError("malformed_json", str(exc)) from exc
+    if isinstance(raw, dict):
+        raw = [raw]
+    elif not isinstance(raw, list):
+        raise WireError("invalid_type", "record: a JSON object or an array of objects")
+    out: list[T | WireError] = []
+    for item in raw:
+        try:
+            out.append(validate(record_type, item))
+        except WireError as exc:
+            out.append(exc)
+    return out

@@ -108,8 +108,28 @@ def fix(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-async def consume(settings: Settings, expected: int, *, settle_s: float = 1.0) -> list[Any]:
-    """Every record of fixes.raw: at least ``expected``, then whatever else arrives soon."""
+@dataclass(frozen=True)
+class RawFix:
+    """One fix of a fixes.raw record (a record holds one fix or a JSON array of them)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+def unbatch(records: Iterable[Any]) -> list[RawFix]:
+    out = []
+    for r in records:
+        document = orjson.loads(r.value)
+        for item in document if isinstance(document, list) else [document]:
+            out.append(RawFix(r.topic, r.partition, r.offset, r.key, orjson.dumps(item)))
+    return out
+
+
+async def consume(settings: Settings, expected: int, *, settle_s: float = 1.0) -> list[RawFix]:
+    """Every fix of fixes.raw: at least ``expected``, then whatever else arrives soon."""
     consumer = AIOKafkaConsumer(
         topic_name(settings, "fixes.raw"),
         bootstrap_servers=settings.kafka_bootstrap,
@@ -118,16 +138,16 @@ async def consume(settings: Settings, expected: int, *, settle_s: float = 1.0) -
         group_id=None,
     )
     await consumer.start()
-    records: list[Any] = []
+    records: list[RawFix] = []
     try:
         while len(records) < expected:
             batches = await consumer.getmany(timeout_ms=15_000)
-            assert batches, f"only {len(records)} of {expected} records came back"
+            assert batches, f"only {len(records)} of {expected} fixes came back"
             for batch in batches.values():
-                records.extend(batch)
+                records.extend(unbatch(batch))
         while batches := await consumer.getmany(timeout_ms=int(settle_s * 1000)):
             for batch in batches.values():
-                records.extend(batch)
+                records.extend(unbatch(batch))
     finally:
         await consumer.stop()
     return records
@@ -179,6 +199,8 @@ async def test_good_fixes_land_in_fixes_raw(gateway: Gateway) -> None:
     records = by_fix_id(await consume(gateway.settings, 40))
     assert set(records) == {f["fix_id"] for f in sent}
     assert {r.partition for r in records.values()} == {probe.partition}
+    assert len({r.offset for r in records.values()}) == 1  # one record: a JSON array
+    assert list(records) == [f["fix_id"] for f in sent]  # in the request's order
     for original in sent:
         record = records[original["fix_id"]]
         assert record.key == b"acme/courier-7"
@@ -203,6 +225,23 @@ async def test_good_fixes_land_in_fixes_raw(gateway: Gateway) -> None:
         assert stored.battery_pct == original["battery_pct"]
         assert stored.is_mock == original["is_mock"]
         assert abs((stored.received_at - datetime.now(UTC)).total_seconds()) < 600
+
+
+async def test_a_large_request_becomes_records_of_at_most_200_fixes(gateway: Gateway) -> None:
+    token = await gateway.device("acme", "courier-8", "phone-8")
+    now_ms = int(time.time() * 1000)
+    sent = [fix(ts=now_ms - 600_000 + i * 1000, lat=43.2 + i * 1e-5) for i in range(450)]
+    status, answer, _ = await gateway.post(token, {"fixes": sent})
+    assert status == 200, answer
+    assert answer["accepted"] == 450
+    records = await consume(gateway.settings, 450)
+    assert [orjson.loads(r.value)["fix_id"] for r in records] == [
+        f["fix_id"] for f in sent
+    ]
+    per_record = [
+        sum(1 for r in records if r.offset == o) for o in sorted({r.offset for r in records})
+    ]
+    assert per_record == [200, 200, 50]
 
 
 async def test_gzip_body_is_accepted(gateway: Gateway) -> None:

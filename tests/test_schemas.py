@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from schemas.jsonschema import JSON_DIR, expected_files, stale_files
 from schemas.records import RECORDS, SCHEMA_VERSION, Fix, IngestedFix
-from schemas.wire import WireError, decode, encode, validate
+from schemas.wire import WireError, decode, decode_many, encode, encode_array, validate
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -86,3 +86,34 @@ def test_nan_is_refused_and_malformed_json_has_its_reason() -> None:
 def test_epoch_milliseconds_are_a_timestamp() -> None:
     fix = validate(Fix, {"fix_id": "a", "ts": 1_795_000_000_000, "lat": 0.5, "lon": 0.5})
     assert fix.ts == datetime.fromtimestamp(1_795_000_000, UTC)
+
+
+def _ingested(fix_id: str, lat: float = 43.2) -> IngestedFix:
+    return IngestedFix(
+        fix_id=fix_id, ts=NOW, lat=lat, lon=76.9, org_id="acme", courier_id="c-1",
+        device_id="d-1", received_at=NOW,
+    )  # fmt: skip
+
+
+def test_an_array_of_records_decodes_each_and_names_the_bad_ones() -> None:
+    good = [_ingested("a"), _ingested("b")]
+    assert decode_many(IngestedFix, encode_array([encode(f) for f in good])) == good
+    assert decode_many(IngestedFix, encode(good[0])) == [good[0]]
+    bad = encode(_ingested("c")).replace(b'"lat":43.2', b'"lat":91.0')
+    mixed = decode_many(IngestedFix, encode_array([encode(good[0]), bad, encode(good[1])]))
+    assert mixed[0] == good[0]
+    assert mixed[2] == good[1]
+    assert isinstance(mixed[1], WireError)
+    assert mixed[1].reason == "invalid_less_than_equal"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [(b"[{", "malformed_json"), (b"42", "invalid_type"), (b'"x"', "invalid_type")],
+)
+def test_a_value_that_is_neither_object_nor_array_is_refused_whole(
+    data: bytes, reason: str
+) -> None:
+    with pytest.raises(WireError) as caught:
+        decode_many(IngestedFix, data)
+    assert caught.value.reason == reason
