@@ -27,19 +27,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from prometheus_client import start_http_server
 
 from config.settings import Settings, get_settings
-from geostream.kafka import create_producer, create_topics, topic_name
+from geostream.kafka import create_producer, create_topics, send_batches, topic_name
 from processors import state as state_codec
 from processors.config import WORKER_BATCH_MAX, ProcessorConfig
 from processors.metrics import WorkerMetrics
 from processors.pipeline import CourierProcessor, CourierState, Outputs
 from processors.zones import Geofences
 from schemas.records import IngestedFix, Rejection
-from schemas.wire import WireError, decode, encode
+from schemas.wire import WireError, decode_many, encode
 
 log = logging.getLogger("geostream.processors")
 
@@ -49,6 +50,11 @@ CACHE_MAX = 20_000
 
 #: How long a batch of up to WORKER_BATCH_MAX events waits to fill.
 BATCH_WITHIN_S = 0.05
+
+#: Largest record batch the worker's producers build (bytes, before compression). One batch
+#: per output partition and event batch: aiokafka queues a second batch for a partition only
+#: once the first has left, so small batches would serialise on the broker's round trips.
+PRODUCER_BATCH_BYTES = 512 * 1024
 
 OUTPUT_TOPICS = ("fixes.clean", "fixes.rejected", "courier.events", "trips", "stops")
 
@@ -70,6 +76,33 @@ def store_url(settings: Settings) -> str:
     return "memory://"
 
 
+class TopicRecords:
+    """What one transaction writes: ``(key, value)`` per logical output topic, the newest
+    clean fix per courier for the compacted ``courier.latest``, and the changed states."""
+
+    __slots__ = ("changelog", "latest", "states", "topics")
+
+    def __init__(self) -> None:
+        self.topics: dict[str, list[tuple[bytes | None, bytes]]] = {}
+        self.latest: dict[bytes | None, bytes] = {}
+        self.states: dict[bytes, tuple[CourierState, int]] = {}  # key -> (state, partition)
+        self.changelog: list[tuple[int, bytes, bytes]] = []  # (partition, key, state)
+
+    def add(self, name: str, key: bytes | None, value: bytes) -> None:
+        records = self.topics.get(name)
+        if records is None:
+            records = self.topics[name] = []
+        records.append((key, value))
+
+
+class OutputBatch(dict[str, TopicRecords]):
+    """A batch's outputs by transactional id (one transaction per source partition)."""
+
+    def __missing__(self, tid: str) -> TopicRecords:
+        records = self[tid] = TopicRecords()
+        return records
+
+
 class Wiring:
     """The worker's moving parts around the pure processor."""
 
@@ -85,10 +118,14 @@ class Wiring:
         self.partitions = settings.worker_partitions
         self.cache: dict[bytes, CourierState] = {}
         # States changed in the current batch (key -> state, partition), saved by flush().
-        self.dirty: dict[bytes, tuple[CourierState, int]] = {}
+        # States changed by the batch being processed (its TopicRecords write them).
+        self.dirty: dict[bytes, CourierState] = {}
         self.idle: dict[bytes, int] = {}  # couriers with an open trip or held fixes
         self.rescan = True
         self.tick_producer: Any = None
+        self.tids: dict[tuple[str, int], str] = {}
+        self.partition_counts: dict[str, int] = {}
+        self.key_hashes: dict[bytes, int] = {}
         self.raw_topic = topic_name(settings, "fixes.raw")
         self.ticks_topic = f"{app_id(settings)}-ticks"
         self.source = app.topic(
@@ -127,12 +164,13 @@ class Wiring:
             value_type=bytes,
             partitions=self.partitions,
         )
+        self.changelog_topic: str = self.table.changelog_topic.get_topic_name()
 
     # state -------------------------------------------------------------------------------------
     def load(self, key: bytes, org_id: str, courier_id: str) -> CourierState:
         pending = self.dirty.get(key)
         if pending is not None:  # changed in this batch, maybe evicted from the cache since
-            return pending[0]
+            return pending
         cached = self.cache.get(key)
         if cached is not None:
             return cached
@@ -152,37 +190,38 @@ class Wiring:
         self.metrics.couriers.set(len(self.cache))
         return state
 
-    def save(self, key: bytes, state: CourierState, partition: int) -> None:
-        """Mark ``state`` changed; :meth:`flush` writes it once for the whole batch."""
-        self.dirty[key] = (state, partition)
+    def save(self, key: bytes, state: CourierState, partition: int, out: TopicRecords) -> None:
+        """Mark ``state`` changed; it is written once per batch, with ``out``'s transaction."""
+        self.dirty[key] = state
+        out.states[key] = (state, partition)
 
-    def flush(self, events: Any) -> None:
-        """Write every state changed by the batch to the table, once per courier.
+    def write_states(self, records: TopicRecords, events: list[Any]) -> None:
+        """Put the batch's changed states into the table's store and queue their changelog
+        records with the outputs of the same transaction.
 
-        faust takes the changelog partition of a table write from the event being processed;
-        each state is written under the last event of the batch that changed it.
+        faust's own table writes (``table[key] = ...``) queue the changelog record in a buffer
+        that an ``exactly_once`` commit does not wait for: a commit could then cover a fix
+        whose state change lands in the next transaction, and a crash in between would resume
+        from an older state. Written here, the state commits exactly with its offsets.
+        The rocksdb store picks its per-partition database by the current event.
         """
-        if not self.dirty:
-            return
-        last: dict[int, Any] = {}
-        for event in events:
-            last[event.message.partition] = event
-        dirty, self.dirty = self.dirty, {}
-        for key, (state, partition) in dirty.items():
-            token = _current_event.set(weakref.ref(last[partition]))
+        by_partition: dict[int, Any] = {e.message.partition: e for e in events}
+        store = self.table.data
+        for key, (state, partition) in records.states.items():
+            if self.dirty.get(key) is state:
+                del self.dirty[key]
+            data = state_codec.dumps(state)
+            token = _current_event.set(weakref.ref(by_partition[partition]))
             try:
-                self.write(key, state, partition)
+                store[key] = data
             finally:
                 _current_event.reset(token)
-
-    def write(self, key: bytes, state: CourierState, partition: int) -> None:
-        data = state_codec.dumps(state)
-        self.table[key] = data
-        self.metrics.state_bytes.observe(len(data))
-        if state.seg.trip is not None or state.buffer:
-            self.idle[key] = partition
-        else:
-            self.idle.pop(key, None)
+            records.changelog.append((partition, key, data))
+            self.metrics.state_bytes.observe(len(data))
+            if state.seg.trip is not None or state.buffer:
+                self.idle[key] = partition
+            else:
+                self.idle.pop(key, None)
 
     def on_rebalance(self) -> None:
         self.cache.clear()
@@ -190,37 +229,45 @@ class Wiring:
         self.rescan = True
 
     # events ------------------------------------------------------------------------------------
-    async def handle(self, event: Any) -> None:
-        message = event.message
-        key: bytes | None = event.key
-        if message.topic == self.ticks_topic:
-            if key is not None:
-                await self.handle_tick(key, int(event.value), message.partition)
-            return
-        self.metrics.fixes_in.inc()
-        try:
-            fix = decode(IngestedFix, event.value)
-        except WireError as exc:
-            await self.reject_malformed(key, exc)
-            return
-        key = key or f"{fix.org_id}/{fix.courier_id}".encode()
-        state = self.load(key, fix.org_id, fix.courier_id)
-        out = self.processor.process(state, fix)
-        await self.emit(key, out)
-        self.save(key, state, message.partition)
+    async def handle_batch(self, events: list[Any]) -> None:
+        """Process one batch of events, publish its outputs, then write the changed states."""
+        outputs = OutputBatch()
+        for event in events:
+            message = event.message
+            key: bytes | None = event.key
+            txn = self.transaction_of(message.topic, message.partition)
+            if message.topic == self.ticks_topic:
+                if key is not None:
+                    self.handle_tick(key, int(event.value), message.partition, outputs[txn])
+                continue
+            try:
+                items = decode_many(IngestedFix, event.value)
+            except WireError as exc:
+                self.metrics.fixes_in.inc()
+                self.reject_malformed(key, exc, outputs[txn])
+                continue
+            self.metrics.fixes_in.inc(len(items))
+            for fix in items:
+                if isinstance(fix, WireError):
+                    self.reject_malformed(key, fix, outputs[txn])
+                    continue
+                fix_key = key or f"{fix.org_id}/{fix.courier_id}".encode()
+                state = self.load(fix_key, fix.org_id, fix.courier_id)
+                self.collect(fix_key, self.processor.process(state, fix), outputs[txn])
+                self.save(fix_key, state, message.partition, outputs[txn])
+        await self.publish(outputs, events)
 
-    async def handle_tick(self, key: bytes, now_ms: int, partition: int) -> None:
+    def handle_tick(self, key: bytes, now_ms: int, partition: int, out: TopicRecords) -> None:
         if key not in self.cache and key not in self.dirty and self.table.get(key) is None:
             return
         org_id, _, courier_id = key.decode().partition("/")
         state = self.load(key, org_id, courier_id)
-        out = self.processor.close_idle(state, datetime.fromtimestamp(now_ms / 1000, UTC))
-        if out.clean or out.trips or out.events or out.stops or out.rejected:
-            await self.emit(key, out)
-        self.save(key, state, partition)
-        self.metrics.timer_closed.inc(out.timer_closed_trips)
+        result = self.processor.close_idle(state, datetime.fromtimestamp(now_ms / 1000, UTC))
+        self.collect(key, result, out)
+        self.save(key, state, partition, out)
+        self.metrics.timer_closed.inc(result.timer_closed_trips)
 
-    async def reject_malformed(self, key: bytes | None, exc: WireError) -> None:
+    def reject_malformed(self, key: bytes | None, exc: WireError, out: TopicRecords) -> None:
         now = datetime.now(UTC)
         org_id, _, courier_id = (key or b"").decode(errors="replace").partition("/")
         rejection = Rejection(
@@ -233,51 +280,113 @@ class Wiring:
             expires_at=self.retention.expires_at("technical", org_id or None, now),
         )
         self.metrics.fixes_out.labels("rejected", rejection.reason).inc()
-        await self.send("fixes.rejected", key, encode(rejection))
+        out.add("fixes.rejected", key, encode(rejection))
 
-    async def send(self, name: str, key: bytes | None, value: bytes) -> None:
-        """Hand one record to faust's producer (the transaction manager under exactly_once).
-
-        The same producer call ``Topic.send`` ends in, without its per-record future-message
-        and sensor bookkeeping; the returned future is not awaited (faust flushes the producer
-        before it commits offsets).
-        """
-        producer = await self.app.maybe_start_producer()
-        await producer.send(self.output_names[name], key, value, None, None, None)
-
-    async def emit(self, key: bytes, out: Outputs) -> None:
-        send = self.send
+    def collect(self, key: bytes, result: Outputs, out: TopicRecords) -> None:
+        """Encode ``result`` into ``out``; ``courier.latest`` keeps one record per courier."""
         m = self.metrics
         now = time.time()
-        latest = out.latest
-        latest_data = b""
-        for fix in out.clean:
+        latest = result.latest
+        late = 0
+        for fix in result.clean:
             data = encode(fix)
-            await send("fixes.clean", key, data)
+            out.add("fixes.clean", key, data)
             if fix is latest:
-                latest_data = data
-            m.fixes_out.labels("late" if fix.is_late else "clean", "").inc()
+                out.latest[key] = data
+            late += fix.is_late
             m.latency.observe(max(0.0, now - fix.received_at.timestamp()))
-        if latest is not None:
-            await send("courier.latest", key, latest_data)
-        for rej in out.rejected:
-            await send("fixes.rejected", key, encode(rej))
+        if result.clean:
+            m.fixes_out.labels("clean", "").inc(len(result.clean) - late)
+            if late:
+                m.fixes_out.labels("late", "").inc(late)
+        for rej in result.rejected:
+            out.add("fixes.rejected", key, encode(rej))
             m.fixes_out.labels("rejected", rej.reason).inc()
-        for ev in out.events:
-            await send("courier.events", key, encode(ev))
-        for stop in out.stops:
-            await send("stops", key, encode(stop))
+        for ev in result.events:
+            out.add("courier.events", key, encode(ev))
+        for stop in result.stops:
+            out.add("stops", key, encode(stop))
             m.stops.labels("open" if stop.is_open else "closed").inc()
-        for trip in out.trips:
-            await send("trips", key, encode(trip))
+        for trip in result.trips:
+            out.add("trips", key, encode(trip))
             m.trips.labels(trip.closed_by).inc()
+
+    # publishing --------------------------------------------------------------------------------
+    def transaction_of(self, topic: str, partition: int) -> str:
+        """The transactional id faust commits ``topic``/``partition``'s offsets with."""
+        tid = self.tids.get((topic, partition))
+        if tid is None:
+            group = self.app.assignor.group_for_topic(topic)
+            tid = self.tids[(topic, partition)] = f"{self.app.conf.id}-{group}-{partition}"
+        return tid
+
+    async def publish(self, outputs: OutputBatch, events: list[Any]) -> None:
+        """Queue every output of the batch, each in the transaction of its source partition.
+
+        Under ``exactly_once`` faust keeps one transactional producer per source partition and
+        commits that partition's offsets with it; outputs written by the same producer are
+        committed atomically with the offsets of the fixes they came from. (faust's own
+        ``send`` picks the producer by the *output* partition, which is only right when every
+        output topic has as many partitions as the source.) The records go as whole batches
+        (:func:`geostream.kafka.send_batches`), under faust's lock, so a commit never runs
+        half-way through them.
+        """
+        faust_producer: Any = self.app.producer
+        for tid, records in outputs.items():
+            if self.app.in_transaction:
+                producer = faust_producer._transaction_producers.get(tid)
+                if producer is None:
+                    # revoked meanwhile: the new owner processes these fixes again
+                    log.info("partition of %s was revoked; dropping its outputs", tid)
+                    for key in records.states:
+                        self.dirty.pop(key, None)
+                    continue
+                self.write_states(records, events)
+                async with faust_producer._trn_locks[tid]:
+                    await self.send_records(producer, records)
+            else:
+                self.write_states(records, events)
+                await self.send_records(faust_producer._ensure_producer(), records)
+
+    async def send_records(self, producer: AIOKafkaProducer, records: TopicRecords) -> None:
+        by_topic = records.topics
+        if records.latest:
+            by_topic["courier.latest"] = list(records.latest.items())
+        for name, pairs in by_topic.items():
+            topic = self.output_names[name]
+            count = self.partition_counts.get(topic)
+            if count is None:
+                count = self.partition_counts[topic] = len(await producer.partitions_for(topic))
+            split: dict[int, list[tuple[bytes | None, bytes]]] = {}
+            for key, value in pairs:
+                split.setdefault(self.partition_for(key, count), []).append((key, value))
+            for partition, part in split.items():
+                await send_batches(producer, topic, partition, part)
+        changelog: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        for partition, key, data in records.changelog:
+            changelog.setdefault(partition, []).append((key, data))
+        for partition, part in changelog.items():
+            await send_batches(producer, self.changelog_topic, partition, part)
+
+    def partition_for(self, key: bytes | None, count: int) -> int:
+        """The default partitioner's choice for ``key`` (murmur2, as every Kafka client)."""
+        if key is None:
+            return 0
+        hashed = self.key_hashes.get(key)
+        if hashed is None:
+            if len(self.key_hashes) > CACHE_MAX:
+                self.key_hashes.clear()
+            hashed = self.key_hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return hashed % count
 
     # timer -------------------------------------------------------------------------------------
     async def tick(self) -> None:
         """Ask each quiet courier's partition to close idle trips and release held fixes.
 
         Ticks go through a plain (non-transactional) producer: a timer runs outside any
-        stream transaction, and a tick handled twice changes nothing.
+        stream transaction, and a tick handled twice changes nothing. Partitions still behind
+        on ``fixes.raw`` get no ticks: after downtime their couriers' next fixes are already
+        waiting, and a tick overtaking them would split a trip that the data keeps open.
         """
         if self.tick_producer is None:
             self.tick_producer = create_producer(self.settings, client_id="geostream-ticks")
@@ -290,7 +399,8 @@ class Wiring:
                 except state_codec.StateError:
                     continue
                 if state.seg.trip is not None or state.buffer:
-                    self.idle[key] = (murmur2(key) & 0x7FFFFFFF) % self.partitions
+                    self.idle[key] = self.partition_for(key, self.partitions)
+        lagging = await self.lagging_partitions()
         now_ms = int(time.time() * 1000)
         quiet_ms = int(1000 * min(self.settings.reorder_window_s, self.settings.trip_max_gap_s))
         open_trips = 0
@@ -300,10 +410,25 @@ class Wiring:
                 open_trips += cached.seg.trip is not None
                 if now_ms - cached.last_received_ms < quiet_ms:
                     continue
+            if partition in lagging:
+                continue
             await self.tick_producer.send(
                 self.ticks_topic, str(now_ms).encode(), key=key, partition=partition
             )
         self.metrics.open_trips.set(open_trips)
+
+    async def lagging_partitions(self) -> set[int]:
+        """Assigned ``fixes.raw`` partitions with records not yet fetched (or not yet known)."""
+        consumer: Any = self.app.consumer
+        lagging = set()
+        for tp in consumer.assignment():
+            if tp.topic != self.raw_topic:
+                continue
+            highwater = consumer.highwater(tp)
+            position = await consumer.position(tp)
+            if highwater is None or position is None or position < highwater:
+                lagging.add(tp.partition)
+        return lagging
 
 
 async def ensure_topics(settings: Settings) -> None:
@@ -351,6 +476,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
         producer_acks=-1,
         # outputs of many fixes per produce request (the transaction commit flushes anyway)
         producer_linger=0.05,
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        producer_compression_type="lz4",
         web_enabled=False,
         key_serializer="raw",
         value_serializer="raw",
@@ -360,9 +487,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
     @app.agent(wiring.source, name="process")
     async def process(stream: Any) -> None:
         async for events in stream.take_events(WORKER_BATCH_MAX, within=BATCH_WITHIN_S):
-            for event in events:
-                await wiring.handle(event)
-            wiring.flush(events)
+            await wiring.handle_batch(events)
 
     @app.timer(interval=settings.worker_idle_interval_s)  # type: ignore[untyped-decorator]
     async def idle_timer() -> None:
