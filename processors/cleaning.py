@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from array import array
 from dataclasses import dataclass, field
 
 from processors.config import CleaningRules
@@ -33,15 +34,30 @@ REASONS = (
 )
 
 
+def int64s() -> array[int]:
+    return array("q")
+
+
 @dataclass(slots=True)
 class CleanState:
-    """Per courier: recent (id hash, ts) pairs, last accepted fix, pending jump candidates."""
+    """Per courier: recent (id hash, ts) pairs, last accepted fix, pending jump candidates.
 
-    recent: list[tuple[int, int]] = field(default_factory=list)
+    The pairs are one flat int64 array (h0, t0, h1, t1, ...), oldest first: with thousands of
+    couriers a courier's state is never in the CPU cache, and scanning 16 contiguous pairs costs
+    a few cache lines where a list of tuples costs some fifty scattered objects.
+    """
+
+    recent_flat: array[int] = field(default_factory=int64s)
     last_ms: int | None = None
     last_lat: float = 0.0
     last_lon: float = 0.0
     jumps: list[tuple[int, float, float]] = field(default_factory=list)
+
+    @property
+    def recent(self) -> list[tuple[int, int]]:
+        """The remembered (id hash, ts ms) pairs, oldest first."""
+        flat = self.recent_flat
+        return list(zip(flat[0::2], flat[1::2], strict=True))
 
 
 def fix_hash(fix_id: str) -> int:
@@ -79,14 +95,19 @@ def seen_before(
 ) -> tuple[str, str] | None:
     """Duplicate by fix id or by timestamp among the recent fixes; remembers this one if new."""
     h = fix_hash(fix_id)
-    for old_h, old_t in st.recent:
-        if old_h == h:
+    flat = st.recent_flat
+    hashes, times = flat[0::2], flat[1::2]
+    if h in hashes or t_ms in times:
+        # The oldest pair that matches names the reason; its id is compared before its ts.
+        at_h = hashes.index(h) if h in hashes else len(hashes)
+        at_t = times.index(t_ms) if t_ms in times else len(times)
+        if at_h <= at_t:
             return "duplicate_fix_id", f"fix_id {fix_id} seen before"
-        if old_t == t_ms:
-            return "duplicate_ts", "another fix of this courier has the same ts"
-    st.recent.append((h, t_ms))
-    if len(st.recent) > rules.dedupe_memory:
-        del st.recent[0]
+        return "duplicate_ts", "another fix of this courier has the same ts"
+    flat.append(h)
+    flat.append(t_ms)
+    if len(flat) > 2 * rules.dedupe_memory:
+        del flat[:2]
     return None
 
 
@@ -99,11 +120,24 @@ def check_motion(
     with each other (plausible speed between them), the courier really is there and the latest
     is accepted, re-anchoring the filter. On acceptance the state moves to this fix.
     """
+    return motion_step(st, t_ms, lat, lon, rules)[0]
+
+
+def motion_step(
+    st: CleanState, t_ms: int, lat: float, lon: float, rules: CleaningRules
+) -> tuple[tuple[str, str] | None, float]:
+    """:func:`check_motion`, also returning the haversine step from the last accepted fix
+    (0.0 when there is none), which enrichment needs too: computed once per fix."""
+    step = 0.0
     if st.last_ms is not None:
         dt = (t_ms - st.last_ms) / 1000.0
         if dt < rules.min_period_s:
-            return "min_period", f"{dt:.3f}s after the previous fix (min {rules.min_period_s})"
-        speed = haversine_m(st.last_lat, st.last_lon, lat, lon) / dt
+            return (
+                ("min_period", f"{dt:.3f}s after the previous fix (min {rules.min_period_s})"),
+                step,
+            )
+        step = haversine_m(st.last_lat, st.last_lon, lat, lon)
+        speed = step / dt
         if speed > rules.max_speed_mps:
             consistent = False
             if st.jumps:
@@ -117,9 +151,10 @@ def check_motion(
             else:
                 st.jumps = [(t_ms, lat, lon)]
             if len(st.jumps) <= rules.jump_recovery_fixes:
-                return "implausible_jump", f"{speed:.1f} m/s > {rules.max_speed_mps} m/s"
-    st.jumps = []
+                return ("implausible_jump", f"{speed:.1f} m/s > {rules.max_speed_mps} m/s"), step
+    if st.jumps:
+        st.jumps = []
     st.last_ms = t_ms
     st.last_lat = lat
     st.last_lon = lon
-    return None
+    return None, step

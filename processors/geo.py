@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from math import asin, cos, hypot, sin, sqrt
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,8 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     p2 = lat2 * _RAD
     dp = p2 - p1
     dl = (lon2 - lon1) * _RAD
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+    a = sin(dp / 2) ** 2 + cos(p1) * cos(p2) * sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * asin(min(1.0, sqrt(a)))
 
 
 def bearing_deg(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -120,6 +121,19 @@ def min_rotated_rectangle(points: Sequence[Point2]) -> tuple[Point2, Point2]:
     return best
 
 
+def box_cut_factor(max_abs_lat: float) -> float:
+    """How far a point set's bounding-box diagonal can exceed the diagonal of its minimum
+    rotated rectangle, both in metres, at latitudes up to ``max_abs_lat``.
+
+    In degree space the rectangle's diagonal is at least the set's extent along either axis,
+    so the box diagonal is at most sqrt(2) times it; on the Earth degrees of longitude shrink
+    by c = cos(latitude), which stretches the bound to sqrt(1 + c^2) / c (1.41 at the
+    equator, 1.70 at 43 degrees, 2.24 at 60). 2 % covers haversine against the planar argument.
+    """
+    c = math.cos(math.radians(min(max_abs_lat, 89.0)))
+    return 1.02 * math.sqrt(1.0 + c * c) / c
+
+
 def mrr_diagonal(points: Sequence[Point2]) -> float:
     """Diagonal of the minimum rotated rectangle, in the points' own (planar) units."""
     a, b = min_rotated_rectangle(points)
@@ -130,19 +144,56 @@ _POINT_ALLOW_NAN = np.intc(0)  # shapely.creation.HandleNaN.allow, shapely.point
 _MULTIPOINT = np.intc(shapely.GeometryType.MULTIPOINT)
 
 
-def _mrr_coords(lonlat: Sequence[Point2]) -> Any:
-    """``get_coordinates(minimum_rotated_rectangle(multipoints(lonlat)))``, calling the same GEOS
-    functions without shapely's Python wrappers (they cost more than GEOS itself here)."""
+def _mrr_coords(lons: Sequence[float], lats: Sequence[float]) -> list[list[float]]:
+    """``get_coordinates(minimum_rotated_rectangle(multipoints(zip(lons, lats))))`` as lists,
+    calling the same GEOS functions without shapely's Python wrappers (they cost more than
+    GEOS itself here).
+
+    From two points on, the rectangle is taken of a LineString through the points rather than
+    of a MultiPoint: GEOS starts from the convex hull of the geometry's unique coordinates in
+    order, which is the same for both, and one geometry is cheaper to build than n + 1
+    (tests/test_processors_geo.py holds the two equal, degenerate inputs included).
+    """
+    coords = np.array((lons, lats), dtype=float).T
     if shapely.geos_version < (3, 12, 0):  # shapely computes the rectangle in Python there
-        return shapely.get_coordinates(
-            shapely.minimum_rotated_rectangle(shapely.multipoints(lonlat))
+        out = shapely.get_coordinates(
+            shapely.minimum_rotated_rectangle(shapely.multipoints(coords))
         )
+        return out.tolist()  # type: ignore[no-any-return]
+    # The ufuncs write into fresh object arrays (``out=``): cheaper than wrapping results.
+    geom = np.empty((), dtype=object)
+    if len(coords) >= 2:
+        _lib.linestrings(coords, _POINT_ALLOW_NAN, out=geom)
+    else:
+        geom[()] = _lib.create_collection(_lib.points(coords, _POINT_ALLOW_NAN), _MULTIPOINT)
+    rect = np.empty(1, dtype=object)
+    _lib.oriented_envelope(geom, out=rect)
+    return _lib.get_coordinates(rect, False, False, False).tolist()  # type: ignore[no-any-return]
+
+
+def _mrr_coords_multipoint(lonlat: Sequence[Point2]) -> Any:
+    """The rectangle of the MultiPoint itself (the definition; tests compare the two)."""
     geom = _lib.create_collection(
         _lib.points(np.array(lonlat, dtype=float), _POINT_ALLOW_NAN), _MULTIPOINT
     )
     return _lib.get_coordinates(
         np.array([_lib.oriented_envelope(geom)], dtype=object), False, False, False
     )
+
+
+def mrr_diagonal_bound(width_deg: float, height_deg: float) -> float:
+    """An upper bound, in metres, of :func:`mrr_diagonal_geo` for points whose bounding box is
+    ``width_deg`` (longitude) by ``height_deg`` (latitude) degrees; cheap, for a first test.
+
+    GEOS builds the rectangle on a hull edge direction u from two extreme points along u and
+    the furthest point from the edge (or, for a degenerate hull, from extreme points), so each
+    side is at most the points' extent along its direction and the diagonal, in degrees, at
+    most ``sqrt(ext_u**2 + ext_v**2) <= width + height``. A haversine over a segment of ``d``
+    degrees is at most ``2 R asin(d * pi / 360)`` (sin x <= x, cos <= 1). The 1e-9 degrees
+    (0.1 mm) and 1e-9 relative absorb rounding in GEOS's corners and in the haversine.
+    """
+    d = (width_deg + height_deg + 1e-9) * _RAD / 2
+    return 2 * EARTH_RADIUS_M * asin(min(1.0, d)) * (1 + 1e-9)
 
 
 def mrr_diagonal_geo(lonlat: Sequence[Point2]) -> float:
@@ -154,14 +205,62 @@ def mrr_diagonal_geo(lonlat: Sequence[Point2]) -> float:
     shorter than degrees of latitude), so this uses shapely's rectangle rather than our own.
     Distance: haversine (MovingPandas: the ellipsoid; they differ by well under 1 %).
     """
-    coords = _mrr_coords(lonlat)
+    return mrr_diagonal_lonlat([p[0] for p in lonlat], [p[1] for p in lonlat])
+
+
+def mrr_diagonal_lonlat(lons: Sequence[float], lats: Sequence[float]) -> float:
+    """:func:`mrr_diagonal_geo` of the points ``zip(lons, lats)``."""
+    coords = _mrr_coords(lons, lats)
     if len(coords) >= 4:
         (x1, y1), (x2, y2) = coords[0], coords[2]
     elif len(coords) >= 2:
         (x1, y1), (x2, y2) = coords[0], coords[-1]
     else:
         return 0.0
-    return haversine_m(float(y1), float(x1), float(y2), float(x2))
+    return haversine_m(y1, x1, y2, x2)
+
+
+def mrr_diagonal_bound3(lons: Sequence[float], lats: Sequence[float]) -> float:
+    """A tighter upper bound, in metres, of :func:`mrr_diagonal_geo` of three points (inf
+    where not derived): for a courier's straight ride, which the box bound misses.
+
+    GEOS's rectangle stands on a hull edge, the direction u of a pair of the points; its sides
+    are at most the points' extents ``e_u``, ``e_v`` along u and its normal v (see
+    :func:`mrr_diagonal_bound`; a degenerate hull gives a segment between two points, shorter
+    still). So the diagonal is ``a u + b v`` with ``|a| <= e_u``, ``|b| <= e_v``. On the sphere a
+    step of (dlon, dlat) degrees is at most ``|(c dlon, dlat)|`` degrees of arc, c the largest
+    cosine of latitude the corners can have (they lie within the box grown by its half-perimeter),
+    and ``|A(a u + b v)| <= e_u |A u| + e_v |A v|`` with ``A = diag(c, 1)``. Same margins as the
+    box bound. Unrolled for three points: in a loop it would cost more than GEOS.
+    """
+    x0, x1, x2 = lons
+    y0, y1, y2 = lats
+    lo, hi = min(y0, y1, y2), max(y0, y1, y2)
+    reach = max(x0, x1, x2) - min(x0, x1, x2) + hi - lo + 1e-9
+    if max(-lo, hi) + reach >= 89.0:
+        return math.inf
+    if lo - reach > 0.0:  # north of the equator: the corners' lowest latitude
+        c = cos((lo - reach) * _RAD)
+    elif hi + reach < 0.0:
+        c = cos((hi + reach) * _RAD)
+    else:
+        c = 1.0
+    ax, ay, bx, by = x1 - x0, y1 - y0, x2 - x0, y2 - y0  # the points, p0 at the origin
+    worst = 0.0
+    for dx, dy in ((ax, ay), (bx, by), (bx - ax, by - ay)):
+        length = hypot(dx, dy)
+        if length == 0.0:
+            continue
+        ux, uy = dx / length, dy / length
+        pa, pb = ax * ux + ay * uy, bx * ux + by * uy
+        qa, qb = ay * ux - ax * uy, by * ux - bx * uy
+        size = (max(0.0, pa, pb) - min(0.0, pa, pb)) * hypot(c * ux, uy) + (
+            max(0.0, qa, qb) - min(0.0, qa, qb)
+        ) * hypot(c * uy, ux)
+        if size > worst:
+            worst = size
+    d = (worst + 1e-9) * _RAD / 2
+    return 2 * EARTH_RADIUS_M * asin(min(1.0, d)) * (1 + 1e-9)
 
 
 def inside_convex(hull: Sequence[Point2], p: Point2) -> bool:

@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 
 from config.retention import RetentionPolicy
 from processors import ids
-from processors.cleaning import CleanState, check_motion, check_static, seen_before, ts_ms
-from processors.config import ProcessorConfig
+from processors.cleaning import CleanState, check_static, motion_step, seen_before, ts_ms
+from processors.config import CleaningRules, ProcessorConfig
 from processors.geo import bearing_deg, haversine_m
 from processors.segmenter import (
     IdFactory,
@@ -36,6 +36,12 @@ from processors.zones import Geofences, ZoneState, track_zones
 from schemas.records import CourierEvent, EnrichedFix, IngestedFix, Rejection, Stop, Trip
 
 _FIX_FIELDS = tuple(IngestedFix.__dataclass_fields__)
+_ENRICHED_FIELDS = tuple(EnrichedFix.__dataclass_fields__)
+assert _ENRICHED_FIELDS[: len(_FIX_FIELDS)] == _FIX_FIELDS
+#: Slot setters of EnrichedFix in field order: the hot path fills a new instance through them
+#: (what the frozen dataclass's ``__init__`` does, minus its per-field ``object.__setattr__``).
+_ENRICHED_SETTERS = tuple(getattr(EnrichedFix, name).__set__ for name in _ENRICHED_FIELDS)
+_new = object.__new__
 
 
 def ms_to_dt(t_ms: int) -> datetime:
@@ -90,7 +96,9 @@ class Outputs:
 
 
 class _Ids(IdFactory):
-    def __init__(self, org_id: str, courier_id: str) -> None:
+    __slots__ = ("courier_id", "org_id")
+
+    def __init__(self, org_id: str = "", courier_id: str = "") -> None:
         self.org_id = org_id
         self.courier_id = courier_id
 
@@ -126,6 +134,20 @@ class CourierProcessor:
         )
         self.window_ms = int(config.reorder_window_s * 1000)
         self.dwell_ms = int(config.zone_min_dwell_s * 1000)
+        # One segmenter for every courier: ``_accept`` points its ids at the courier in hand
+        # (calls are synchronous), rather than building two objects per fix.
+        self._ids = _Ids()
+        self._seg = Segmenter(self.params, self._ids)
+        self._periods: dict[tuple[str, str | None], timedelta] = {}
+
+    def _expires_at(self, retention_class: str, org_id: str | None, ts: datetime) -> datetime:
+        """``retention.expires_at``, with the period looked up once per class and org."""
+        period = self._periods.get((retention_class, org_id))
+        if period is None:
+            period = self._periods[(retention_class, org_id)] = self.retention.period(
+                retention_class, org_id
+            )
+        return ts + period
 
     def new_state(self, org_id: str, courier_id: str) -> CourierState:
         return CourierState(org_id=org_id, courier_id=courier_id)
@@ -152,7 +174,7 @@ class CourierProcessor:
         st.buffer.insert(i, fix)
         if st.newest_ms is None or t_ms > st.newest_ms:
             st.newest_ms = t_ms
-        self._release(st, st.newest_ms - self.window_ms, out)
+        self._release(st, st.newest_ms - self.window_ms, out, rules)
         return out
 
     def close_idle(self, st: CourierState, now: datetime) -> Outputs:
@@ -165,7 +187,7 @@ class CourierProcessor:
         now_ms = round(now.timestamp() * 1000)
         idle_ms = now_ms - st.last_received_ms
         if st.buffer and idle_ms >= self.window_ms:
-            self._release(st, st.buffer_ms[-1], out)
+            self._release(st, st.buffer_ms[-1], out, self.config.rules_for(st.org_id))
         if idle_ms >= self.params.max_gap_ms and st.seg.trip is not None and not st.buffer:
             seg = Segmenter(self.params, _Ids(st.org_id, st.courier_id))
             events = seg.close_idle(st.seg, "timer")
@@ -177,7 +199,7 @@ class CourierProcessor:
         """End of an offline trace: release everything, close the trip as a gap."""
         out = Outputs()
         if st.buffer:
-            self._release(st, st.buffer_ms[-1], out)
+            self._release(st, st.buffer_ms[-1], out, self.config.rules_for(st.org_id))
         seg = Segmenter(self.params, _Ids(st.org_id, st.courier_id))
         self._seg_records(st, seg.close_idle(st.seg, "gap"), out)
         return out
@@ -191,7 +213,7 @@ class CourierProcessor:
         return self._stop(st, st.seg.stop_id, span)
 
     # internals ---------------------------------------------------------------------------------
-    def _release(self, st: CourierState, upto_ms: int, out: Outputs) -> None:
+    def _release(self, st: CourierState, upto_ms: int, out: Outputs, rules: CleaningRules) -> None:
         n = bisect.bisect(st.buffer_ms, upto_ms)
         if n == 0:
             return
@@ -200,83 +222,132 @@ class CourierProcessor:
         del st.buffer_ms[:n]
         for fix, t_ms in zip(ready, ready_ms, strict=True):
             st.released_ms = t_ms
-            self._accept(st, fix, t_ms, out)
+            self._accept(st, fix, t_ms, out, rules)
 
-    def _accept(self, st: CourierState, fix: IngestedFix, t_ms: int, out: Outputs) -> None:
-        rules = self.config.rules_for(st.org_id)
+    def _accept(
+        self, st: CourierState, fix: IngestedFix, t_ms: int, out: Outputs, rules: CleaningRules
+    ) -> None:
         clean = st.clean
-        prev = (clean.last_ms, clean.last_lat, clean.last_lon)
-        problem = check_motion(clean, t_ms, fix.lat, fix.lon, rules)
+        prev_ms, prev_lat, prev_lon = clean.last_ms, clean.last_lat, clean.last_lon
+        lat, lon = fix.lat, fix.lon
+        problem, step = motion_step(clean, t_ms, lat, lon, rules)
         if problem is not None:
             out.rejected.append(self._rejection(st, fix, *problem))
             return
         speed: float | None = None
         heading: float | None = None
-        if prev[0] is not None:
-            step = haversine_m(prev[1], prev[2], fix.lat, fix.lon)
-            speed = step / ((t_ms - prev[0]) / 1000.0)
+        if prev_ms is not None:
+            speed = step / ((t_ms - prev_ms) / 1000.0)
             if step > 0:
-                heading = bearing_deg(prev[1], prev[2], fix.lat, fix.lon)
+                heading = bearing_deg(prev_lat, prev_lon, lat, lon)
         move = 0.0
-        if st.anchor is None:
-            st.anchor = (fix.lat, fix.lon)
+        anchor = st.anchor
+        if anchor is None:
+            st.anchor = (lat, lon)
         else:
-            from_anchor = haversine_m(st.anchor[0], st.anchor[1], fix.lat, fix.lon)
+            a_lat, a_lon = anchor
+            if prev_ms is not None and a_lat == prev_lat and a_lon == prev_lon:
+                from_anchor = step  # the same haversine (moving: the anchor is the last fix)
+            else:
+                from_anchor = haversine_m(a_lat, a_lon, lat, lon)
             if from_anchor >= max(rules.jitter_radius_m, fix.accuracy_m or 0.0):
                 move = from_anchor
-        seg = Segmenter(self.params, _Ids(st.org_id, st.courier_id))
-        events = seg.step(st.seg, t_ms, fix.lat, fix.lon, move, speed)
+        ids = self._ids
+        ids.org_id = st.org_id
+        ids.courier_id = st.courier_id
+        events = self._seg.step(st.seg, t_ms, lat, lon, move, speed)
         distance = events.distance_m
         if distance:
-            st.anchor = (fix.lat, fix.lon)
+            st.anchor = (lat, lon)
         day = t_ms // 86_400_000
         if day != st.odo_day:
             st.odo_day = day
             st.odo_m = 0.0
         st.odo_m += distance
-        inner, outer = self.geofences.lookup(st.org_id, fix.lat, fix.lon)
-        for kind, zone_id, at_ms in track_zones(st.zones, t_ms, inner, outer, self.dwell_ms):
-            out.events.append(self._event(st, kind, zone_id, at_ms, fix.lat, fix.lon))
-        self._seg_records(st, events, out)
+        n_events = len(out.events)
+        inner, outer = self.geofences.lookup(st.org_id, lat, lon)
+        if inner or st.zones.inside or st.zones.pending:
+            for kind, zone_id, at_ms in track_zones(st.zones, t_ms, inner, outer, self.dwell_ms):
+                out.events.append(self._event(st, kind, zone_id, at_ms, lat, lon))
+        if (
+            events.trips_closed
+            or events.stops_opened
+            or events.stops_closed
+            or events.trips_started
+        ):
+            self._seg_records(st, events, out)
+        elif len(out.events) > n_events:
+            out.events.sort(key=_event_ts)  # what _seg_records would have done
         stop_id = st.seg.stop_id
         trip = st.seg.trip
         out.clean.append(
             self._enriched(
                 fix,
-                distance_m=distance,
-                derived_speed_mps=speed,
-                derived_heading_deg=heading,
-                odometer_m=st.odo_m,
-                zone_ids=tuple(inner),
-                trip_id=trip.trip_id if trip is not None and stop_id is None else None,
-                stop_id=stop_id,
-                is_late=False,
+                distance,
+                speed,
+                heading,
+                st.odo_m,
+                tuple(inner),
+                trip.trip_id if trip is not None and stop_id is None else None,
+                stop_id,
+                False,
             )
         )
 
     def _late(self, st: CourierState, fix: IngestedFix, t_ms: int) -> EnrichedFix:
         inner, _ = self.geofences.lookup(st.org_id, fix.lat, fix.lon)
-        return self._enriched(
-            fix,
-            distance_m=0.0,
-            derived_speed_mps=None,
-            derived_heading_deg=None,
-            odometer_m=st.odo_m,
-            zone_ids=tuple(inner),
-            trip_id=None,
-            stop_id=None,
-            is_late=True,
-        )
+        return self._enriched(fix, 0.0, None, None, st.odo_m, tuple(inner), None, None, True)
 
-    def _enriched(self, fix: IngestedFix, **extra: object) -> EnrichedFix:
-        values = {name: getattr(fix, name) for name in _FIX_FIELDS}
-        values.update(extra)
-        for name in ("ts", "received_at"):
-            ts = values[name]
-            if ts.tzinfo is not UTC:
-                values[name] = ts.astimezone(UTC)
-        values["expires_at"] = self.retention.expires_at("raw_fixes", fix.org_id, fix.ts)
-        return EnrichedFix(**values)
+    def _enriched(
+        self,
+        fix: IngestedFix,
+        distance_m: float,
+        derived_speed_mps: float | None,
+        derived_heading_deg: float | None,
+        odometer_m: float,
+        zone_ids: tuple[str, ...],
+        trip_id: str | None,
+        stop_id: str | None,
+        is_late: bool,
+    ) -> EnrichedFix:
+        """The fix with its derived fields; times in UTC, tagged ``raw_fixes``.
+
+        Equal to ``EnrichedFix(**fields)``, filled slot by slot (see ``_ENRICHED_SETTERS``).
+        """
+        ts = fix.ts
+        received_at = fix.received_at
+        values = (
+            fix.fix_id,
+            ts if ts.tzinfo is UTC else ts.astimezone(UTC),
+            fix.lat,
+            fix.lon,
+            fix.accuracy_m,
+            fix.speed_mps,
+            fix.heading_deg,
+            fix.altitude_m,
+            fix.provider,
+            fix.battery_pct,
+            fix.is_mock,
+            fix.schema_version,
+            fix.org_id,
+            fix.courier_id,
+            fix.device_id,
+            received_at if received_at.tzinfo is UTC else received_at.astimezone(UTC),
+            distance_m,
+            derived_speed_mps,
+            derived_heading_deg,
+            odometer_m,
+            zone_ids,
+            trip_id,
+            stop_id,
+            is_late,
+            "raw_fixes",
+            self._expires_at("raw_fixes", fix.org_id, ts),
+        )
+        record: EnrichedFix = _new(EnrichedFix)
+        for setter, value in zip(_ENRICHED_SETTERS, values, strict=True):
+            setter(record, value)
+        return record
 
     def _rejection(self, st: CourierState, fix: IngestedFix, reason: str, detail: str) -> Rejection:
         record = {name: getattr(fix, name) for name in _FIX_FIELDS}
@@ -290,7 +361,7 @@ class CourierProcessor:
             ts=fix.ts,
             rejected_at=fix.received_at,
             record=record,
-            expires_at=self.retention.expires_at("technical", st.org_id, fix.received_at),
+            expires_at=self._expires_at("technical", st.org_id, fix.received_at),
         )
 
     def _event(
@@ -306,7 +377,7 @@ class CourierProcessor:
             subject_id=subject,
             lat=lat,
             lon=lon,
-            expires_at=self.retention.expires_at("events", st.org_id, ts),
+            expires_at=self._expires_at("events", st.org_id, ts),
         )
 
     def _stop(self, st: CourierState, stop_id: str, span: StopSpan) -> Stop:
@@ -323,7 +394,7 @@ class CourierProcessor:
             fix_count=span.fix_count,
             zone_id=self.geofences.zone_at(st.org_id, span.lat, span.lon),
             is_open=span.is_open,
-            expires_at=self.retention.expires_at("stops", st.org_id, start),
+            expires_at=self._expires_at("stops", st.org_id, start),
         )
 
     def _trip(self, st: CourierState, span: TripSpan) -> Trip:
@@ -344,7 +415,7 @@ class CourierProcessor:
             start_stop_id=span.start_stop_id,
             end_stop_id=span.end_stop_id,
             closed_by=span.closed_by,  # type: ignore[arg-type]
-            expires_at=self.retention.expires_at("trips", st.org_id, start),
+            expires_at=self._expires_at("trips", st.org_id, start),
         )
 
     def _seg_records(self, st: CourierState, events: SegEvents, out: Outputs) -> None:
@@ -366,7 +437,11 @@ class CourierProcessor:
             )
         for trip_id, start_ms, lat, lon in events.trips_started:
             out.events.append(self._event(st, "trip_started", trip_id, start_ms, lat, lon))
-        out.events.sort(key=lambda e: e.ts)
+        out.events.sort(key=_event_ts)
+
+
+def _event_ts(event: CourierEvent) -> datetime:
+    return event.ts
 
 
 def _days(n: int) -> timedelta:

@@ -24,15 +24,19 @@ and distances are haversine rather than on the ellipsoid.
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from processors.geo import (
+    box_cut_factor,
     convex_hull,
     haversine_m,
     hull_indices,
     inside_convex,
-    mrr_diagonal_geo,
+    mrr_diagonal_bound,
+    mrr_diagonal_bound3,
+    mrr_diagonal_lonlat,
 )
 
 
@@ -62,7 +66,9 @@ class OpenTrip:
     start_stop_id: str | None
     max_speed: float = 0.0
     announced: bool = False
-    path: list[tuple[int, int, int]] = field(default_factory=list)  # t_ms, lat e7, lon e7
+    # Points flattened into one int32 array (t, lat, lon, t, lat, lon, ...): ms since start_ms
+    # and 1e-7 degrees. Contiguous, and what the state codec stores, as it is.
+    path: array[int] = field(default_factory=lambda: array("i"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,17 +143,23 @@ class SegParams:
 
 
 def _window_stopped(window: list[WPoint], max_diameter: float) -> bool:
-    min_lat = min(p.lat for p in window)
-    max_lat = max(p.lat for p in window)
-    min_lon = min(p.lon for p in window)
-    max_lon = max(p.lon for p in window)
-    if haversine_m(min_lat, min_lon, max_lat, max_lon) >= max_diameter * 1.5:
-        return False
+    lats = [p.lat for p in window]
+    lons = [p.lon for p in window]
+    min_lat = min(lats)
+    max_lat = max(lats)
+    min_lon = min(lons)
+    max_lon = max(lons)
+    box = haversine_m(min_lat, min_lon, max_lat, max_lon)
+    if box >= max_diameter * box_cut_factor(max(-min_lat, max_lat)):
+        return False  # exact: the rectangle's diagonal cannot be below the limit
     if len(window) == 2:
-        return haversine_m(window[0].lat, window[0].lon, window[1].lat, window[1].lon) < (
-            max_diameter
-        )
-    return mrr_diagonal_geo([(p.lon, p.lat) for p in window]) < max_diameter
+        return haversine_m(lats[0], lons[0], lats[1], lons[1]) < max_diameter
+    # Exact shortcut: the rectangle's diagonal cannot reach the bound (see geo).
+    if mrr_diagonal_bound(max_lon - min_lon, max_lat - min_lat) < max_diameter:
+        return True
+    if len(window) == 3 and box < max_diameter and mrr_diagonal_bound3(lons, lats) < max_diameter:
+        return True  # three points of a ride: cheaper than GEOS (tried where it may succeed)
+    return mrr_diagonal_lonlat(lons, lats) < max_diameter
 
 
 def _fold(window: list[WPoint], keep: set[int]) -> list[WPoint]:
@@ -196,9 +208,15 @@ def _centre(points: list[WPoint]) -> tuple[float, float, int]:
     return lat, lon, n
 
 
-def _e7(p: WPoint) -> tuple[int, int, int]:
-    """A path point: time and position in 1e-7 degrees (1 cm; what the output keeps)."""
-    return (p.t_ms, round(p.lat * 1e7), round(p.lon * 1e7))
+def _e7(p: WPoint, start_ms: int) -> tuple[int, int, int]:
+    """A path point: ms since the trip's start and position in 1e-7 degrees (1 cm; what the
+    output keeps)."""
+    return (p.t_ms - start_ms, round(p.lat * 1e7), round(p.lon * 1e7))
+
+
+def _points(path: array[int]) -> list[tuple[int, int, int]]:
+    """The flat path as (ms since start, lat e7, lon e7) points."""
+    return list(zip(path[0::3], path[1::3], path[2::3], strict=True))
 
 
 def _simplify(
@@ -230,7 +248,7 @@ class Segmenter:
             cum_m=at.cum_m,
             k=at.k,
             start_stop_id=st.last_stop_id,
-            path=[_e7(at)],
+            path=array("i", _e7(at, at.t_ms)),
         )
         st.trip = trip
         if announce:
@@ -249,8 +267,9 @@ class Segmenter:
             return
         if not trip.announced:
             self._announce(trip, out)
-        path = [pt for pt in trip.path if pt[0] < end.t_ms]
-        path.append(_e7(end))
+        end_rel = end.t_ms - trip.start_ms
+        path = [pt for pt in _points(trip.path) if pt[0] < end_rel]
+        path.append(_e7(end, trip.start_ms))
         out.trips_closed.append(
             TripSpan(
                 trip_id=trip.trip_id,
@@ -273,11 +292,13 @@ class Segmenter:
             self.p.max_diameter_m
         ):
             self._announce(trip, out)
-        last = trip.path[-1]
-        if haversine_m(last[1] / 1e7, last[2] / 1e7, p.lat, p.lon) >= self.p.simplify_tolerance_m:
-            trip.path.append(_e7(p))
-            if len(trip.path) > self.p.path_max_points:
-                trip.path = [trip.path[0], *trip.path[1:-1:2], trip.path[-1]]
+        path = trip.path
+        if haversine_m(path[-2] / 1e7, path[-1] / 1e7, p.lat, p.lon) >= self.p.simplify_tolerance_m:
+            path.extend(_e7(p, trip.start_ms))
+            if len(path) > 3 * self.p.path_max_points:
+                points = _points(path)
+                kept = [points[0], *points[1:-1:2], points[-1]]
+                trip.path = array("i", [v for point in kept for v in point])
 
     def _trip_end_point(self, st: SegState) -> WPoint:
         """Where an idle trip ends: at the window's start if the courier is lingering there."""
@@ -354,7 +375,7 @@ class Segmenter:
         out.distance_m = 0.0 if stopped else distance_m
         if out.distance_m:
             st.cum_m += out.distance_m
-            point = point._replace(cum_m=st.cum_m)
+            point = WPoint(t_ms, lat, lon, st.cum_m, st.k, 1, lat, lon)  # cheaper than _replace
             window[-1] = point
         if not stopped and was_stopped and len(window) > 1:
             begin, end = window[0], window[-2]

@@ -10,7 +10,11 @@ a state that went through bytes and back gives exactly the same outputs as one t
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from itertools import chain
 
 import orjson
 
@@ -31,6 +35,37 @@ _US = timedelta(microseconds=1)
 
 class StateError(ValueError):
     """Bytes that are not a courier state of a known version."""
+
+
+@lru_cache(maxsize=256)
+def _packer(code: str, count: int) -> struct.Struct:
+    """``count`` repetitions of ``code``: one ``pack`` call per array instead of one per item
+    (byte for byte the same as joining ``Struct("<" + code).pack`` of each item)."""
+    return struct.Struct("<" + code * count)
+
+
+def _little_endian(values: array[int]) -> bytes:
+    """An int array as little-endian bytes (the "<q" / "<i" items of the format)."""
+    if sys.byteorder == "little":
+        return values.tobytes()
+    swapped = array(values.typecode, values)
+    swapped.byteswap()
+    return swapped.tobytes()
+
+
+def _from_little_endian(typecode: str, data: bytes, item: struct.Struct, what: str) -> array[int]:
+    """The inverse of :func:`_little_endian`; ``item`` is one record of the format."""
+    if len(data) % item.size:
+        raise StateError(f"truncated state: {what}")
+    values = array(typecode)
+    values.frombytes(data)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values
+
+
+if array("q").itemsize != 8 or array("i").itemsize != 4:  # pragma: no cover
+    raise ImportError("the state codec needs 8-byte 'q' and 4-byte 'i' arrays")
 
 
 def _us(ts: datetime) -> int:
@@ -121,16 +156,18 @@ def dumps(st: CourierState) -> bytes:
             trip_head,
         ]
     )
-    path = trip.path if trip is not None else []
-    base = trip.start_ms if trip is not None else 0
-    parts = [
-        _HEAD.pack(VERSION, len(head), len(c.recent), len(seg.window), len(path)),
-        head,
-        b"".join(_RECENT.pack(h, t) for h, t in c.recent),
-        b"".join(_WPOINT.pack(*p) for p in seg.window),
-        b"".join(_PATH.pack(t - base, lat, lon) for t, lat, lon in path),
-    ]
-    return b"".join(parts)
+    path = trip.path if trip is not None else array("i")
+    window = seg.window
+    return b"".join(
+        (
+            _HEAD.pack(VERSION, len(head), len(c.recent_flat) // 2, len(window), len(path) // 3),
+            head,
+            # "<Qq" pairs: the hashes are 48-bit, so their int64 bytes are the same
+            _little_endian(c.recent_flat),
+            _packer("qdddIIdd", len(window)).pack(*chain.from_iterable(window)),
+            _little_endian(path),  # "<iii" points
+        )
+    )
 
 
 def loads(data: bytes) -> CourierState:
@@ -147,13 +184,15 @@ def loads(data: bytes) -> CourierState:
     except orjson.JSONDecodeError as exc:
         raise StateError(f"bad state header: {exc}") from exc
     offset += n_head
-    recent = [tuple(x) for x in _RECENT.iter_unpack(data[offset : offset + n_recent * 16])]
+    recent = _from_little_endian(
+        "q", data[offset : offset + n_recent * _RECENT.size], _RECENT, "dedupe memory"
+    )
     offset += n_recent * _RECENT.size
     window = [
         WPoint(*x) for x in _WPOINT.iter_unpack(data[offset : offset + n_window * _WPOINT.size])
     ]
     offset += n_window * _WPOINT.size
-    path_raw = list(_PATH.iter_unpack(data[offset : offset + n_path * _PATH.size]))
+    path = _from_little_endian("i", data[offset : offset + n_path * _PATH.size], _PATH, "path")
     (
         org_id,
         courier_id,
@@ -181,14 +220,14 @@ def loads(data: bytes) -> CourierState:
             start_stop_id=trip_head[6],
             max_speed=trip_head[7],
             announced=trip_head[8],
-            path=[(t + trip_head[1], lat, lon) for t, lat, lon in path_raw],
+            path=path,
         )
     fixes = [_fix_from_row(row, org_id, courier_id) for row in buffer]
     return CourierState(
         org_id=org_id,
         courier_id=courier_id,
         clean=CleanState(
-            recent=recent,
+            recent_flat=recent,
             last_ms=clean[0],
             last_lat=clean[1],
             last_lon=clean[2],
