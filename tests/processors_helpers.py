@@ -1,15 +1,35 @@
-"""Shared builders for the processors' tests (pure, no I/O)."""
+"""Shared code of the processors' tests.
+
+Pure builders (fixes, routes, configs, the in-process reference run) first; then what the
+worker tests share: running ``geostream worker`` as a subprocess on a test's topic prefix,
+producing to its fixes.raw and reading its outputs back with a read_committed consumer.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from config.settings import get_settings
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from config.settings import Settings, get_settings
+from geostream.kafka import admin_client, create_producer, topic_name
 from processors.config import ProcessorConfig
 from processors.pipeline import CourierProcessor, CourierState, Outputs
 from processors.zones import Geofences
 from schemas.records import IngestedFix
+from schemas.wire import encode
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 LAT0, LON0 = 45.7600, 4.8400
@@ -101,3 +121,171 @@ def day_route() -> list[IngestedFix]:
         fixes.append(fix(t, north + jitter, east + jitter))
         t += 10
     return fixes
+
+
+# The worker as a subprocess ---------------------------------------------------------------------
+
+#: Trip gap of the worker tests (short, so the idle timer's close is seen within a test).
+GAP_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
+def worker_env(
+    settings: Settings,
+    data_dir: Path,
+    store: str,
+    metrics_port: int = 0,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "GEOSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+            "GEOSTREAM_WORKER_METRICS_PORT": str(metrics_port),
+            "GEOSTREAM_WORKER_DATA_DIR": str(data_dir),
+            "GEOSTREAM_WORKER_IDLE_INTERVAL_S": "1",
+            "GEOSTREAM_TRIP_MAX_GAP_S": str(GAP_S),
+            "GEOSTREAM_WORKER_STORE": store,
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def start_worker(
+    settings: Settings,
+    data_dir: Path,
+    log: Path,
+    store: str = "rocksdb",
+    metrics_port: int = 0,
+    extra_env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``geostream worker`` on the test's topic prefix; ``extra_env`` overrides the defaults."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "geostream.cli", "worker", "--loglevel", "warning"],
+        env=worker_env(settings, data_dir, store, metrics_port, extra_env),
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop_worker(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def shifted(
+    fixes: list[IngestedFix], start: datetime, received: datetime | None = None
+) -> list[IngestedFix]:
+    """The fixes moved to begin at ``start``, received 1 s after (or at ``received``)."""
+    base = fixes[0].ts
+    out = []
+    for f in fixes:
+        ts = start + (f.ts - base)
+        out.append(replace(f, ts=ts, received_at=received or ts + timedelta(seconds=1)))
+    return out
+
+
+def raw_key(f: IngestedFix) -> bytes:
+    """The key of a fix on fixes.raw (as the gateway writes it)."""
+    return f"{f.org_id}/{f.courier_id}".encode()
+
+
+async def produce(settings: Settings, fixes: list[IngestedFix]) -> None:
+    producer = create_producer(settings)
+    await producer.start()
+    try:
+        topic = topic_name(settings, "fixes.raw")
+        for f in fixes:
+            await producer.send(topic, encode(f), key=raw_key(f))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def consume(
+    settings: Settings,
+    logical: str,
+    done: Callable[[list[dict]], bool],
+    limit_s: float = 120.0,
+    worker: subprocess.Popen[bytes] | None = None,
+) -> list[dict]:
+    """Committed records of a topic, from the start, until ``done(records)`` (or a limit)."""
+    consumer = AIOKafkaConsumer(
+        topic_name(settings, logical),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[dict] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        while not done(records) and loop.time() < deadline:
+            if worker is not None and worker.poll() is not None:
+                raise AssertionError(f"worker exited with {worker.returncode}")
+            batches = await consumer.getmany(timeout_ms=500)
+            for batch in batches.values():
+                records += [orjson.loads(m.value) for m in batch]
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def drop_internal_topics(settings: Settings) -> None:
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+        internal = [t for t in mine if "geostream-processors" in t]
+        if internal:
+            await admin.delete_topics(internal)
+    finally:
+        await admin.close()
+
+
+def expected(
+    settings: Settings,
+    fixes: list[IngestedFix],
+    quiet_until: datetime | None = None,
+    **overrides: object,
+) -> Outputs:
+    """What the pure processor makes of the same fixes with the worker's settings.
+
+    Then the idle timer's work at ``quiet_until`` (default: a day from now, which releases
+    every held fix and closes every open trip). ``overrides`` are the worker's settings
+    (default: ``trip_max_gap_s=GAP_S``, as :func:`worker_env` gives it).
+    """
+    worker_settings = settings.model_copy(update={"trip_max_gap_s": GAP_S, **overrides})
+    config = ProcessorConfig.from_settings(worker_settings)
+    proc = CourierProcessor(
+        config, Geofences.load(settings.geofences_file, config.zone_hysteresis_m)
+    )
+    out = Outputs()
+    states = {}
+    for f in fixes:
+        key = (f.org_id, f.courier_id)
+        state = states.setdefault(key, proc.new_state(*key))
+        out.extend(proc.process(state, f))
+    now = quiet_until or datetime.now(UTC) + timedelta(days=1)
+    for state in states.values():
+        out.extend(proc.close_idle(state, now))
+    return out
