@@ -235,9 +235,7 @@ async def test_a_large_request_becomes_records_of_at_most_200_fixes(gateway: Gat
     assert status == 200, answer
     assert answer["accepted"] == 450
     records = await consume(gateway.settings, 450)
-    assert [orjson.loads(r.value)["fix_id"] for r in records] == [
-        f["fix_id"] for f in sent
-    ]
+    assert [orjson.loads(r.value)["fix_id"] for r in records] == [f["fix_id"] for f in sent]
     per_record = [
         sum(1 for r in records if r.offset == o) for o in sorted({r.offset for r in records})
     ]
