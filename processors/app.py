@@ -18,11 +18,13 @@ Run it with ``geostream worker`` or faust's own CLI: ``faust -A processors.app w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import shutil
 import time
 import weakref
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +35,13 @@ from faust.streams import _current_event
 from prometheus_client import start_http_server
 
 from config.settings import Settings, get_settings
-from geostream.kafka import create_producer, create_topics, send_batches, topic_name
+from geostream.kafka import (
+    create_producer,
+    create_topics,
+    send_batches,
+    topic_name,
+    topic_specs,
+)
 from processors import state as state_codec
 from processors.config import WORKER_BATCH_MAX, ProcessorConfig
 from processors.metrics import WorkerMetrics
@@ -55,6 +63,10 @@ BATCH_WITHIN_S = 0.05
 #: per output partition and event batch: aiokafka queues a second batch for a partition only
 #: once the first has left, so small batches would serialise on the broker's round trips.
 PRODUCER_BATCH_BYTES = 512 * 1024
+
+#: How long a batch waits for faust to start the transactional producer of a newly assigned
+#: partition before the worker gives up (and crashes, to be restarted) rather than drop it.
+PRODUCER_WAIT_S = 60.0
 
 OUTPUT_TOPICS = ("fixes.clean", "fixes.rejected", "courier.events", "trips", "stops")
 
@@ -80,13 +92,14 @@ class TopicRecords:
     """What one transaction writes: ``(key, value)`` per logical output topic, the newest
     clean fix per courier for the compacted ``courier.latest``, and the changed states."""
 
-    __slots__ = ("changelog", "latest", "states", "topics")
+    __slots__ = ("changelog", "events", "latest", "states", "topics")
 
     def __init__(self) -> None:
         self.topics: dict[str, list[tuple[bytes | None, bytes]]] = {}
         self.latest: dict[bytes | None, bytes] = {}
         self.states: dict[bytes, tuple[CourierState, int]] = {}  # key -> (state, partition)
         self.changelog: list[tuple[int, bytes, bytes]] = []  # (partition, key, state)
+        self.events: list[Any] = []  # the faust events these records came from
 
     def add(self, name: str, key: bytes | None, value: bytes) -> None:
         records = self.topics.get(name)
@@ -167,14 +180,28 @@ class Wiring:
         self.changelog_topic: str = self.table.changelog_topic.get_topic_name()
 
     # state -------------------------------------------------------------------------------------
-    def load(self, key: bytes, org_id: str, courier_id: str) -> CourierState:
+    def stored(self, key: bytes, event: Any) -> bytes | None:
+        """The table's value for ``key``, read in the store of ``event``'s partition.
+
+        faust's rocksdb store looks a key up only in the database of the *current* event's
+        partition; inside a batch that is whichever event the stream saw last, so the read
+        names the event it is for (the memory store has no partitions and does not care).
+        """
+        token = _current_event.set(weakref.ref(event))
+        try:
+            value: bytes | None = self.table.get(key)
+        finally:
+            _current_event.reset(token)
+        return value
+
+    def load(self, key: bytes, org_id: str, courier_id: str, event: Any) -> CourierState:
         pending = self.dirty.get(key)
         if pending is not None:  # changed in this batch, maybe evicted from the cache since
             return pending
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        raw = self.table.get(key)
+        raw = self.stored(key, event)
         if raw is not None:
             try:
                 state = state_codec.loads(raw)
@@ -223,9 +250,19 @@ class Wiring:
             else:
                 self.idle.pop(key, None)
 
-    def on_rebalance(self) -> None:
-        self.cache.clear()
-        self.idle.clear()
+    def keep_partitions(self, assigned: Iterable[Any]) -> None:
+        """After a rebalance, forget the couriers of partitions this worker no longer owns.
+
+        The couriers of partitions it keeps stay cached: their states may be ahead of the
+        table's store, whose recovery replays only committed changelog records, while the
+        transaction holding their latest change is still open (faust keeps the transactions
+        of retained partitions going across a rebalance). Another worker may have changed the
+        others meanwhile, so they are read from the table again if they come back.
+        """
+        mine = {tp.partition for tp in assigned if tp.topic == self.raw_topic}
+        for held in (self.cache, self.idle):
+            for key in [k for k in held if self.partition_for(k, self.partitions) not in mine]:
+                del held[key]
         self.rescan = True
 
     # events ------------------------------------------------------------------------------------
@@ -236,9 +273,10 @@ class Wiring:
             message = event.message
             key: bytes | None = event.key
             txn = self.transaction_of(message.topic, message.partition)
+            outputs[txn].events.append(event)
             if message.topic == self.ticks_topic:
                 if key is not None:
-                    self.handle_tick(key, int(event.value), message.partition, outputs[txn])
+                    self.handle_tick(key, int(event.value), event, outputs[txn])
                 continue
             try:
                 items = decode_many(IngestedFix, event.value)
@@ -252,19 +290,19 @@ class Wiring:
                     self.reject_malformed(key, fix, outputs[txn])
                     continue
                 fix_key = key or f"{fix.org_id}/{fix.courier_id}".encode()
-                state = self.load(fix_key, fix.org_id, fix.courier_id)
+                state = self.load(fix_key, fix.org_id, fix.courier_id, event)
                 self.collect(fix_key, self.processor.process(state, fix), outputs[txn])
                 self.save(fix_key, state, message.partition, outputs[txn])
         await self.publish(outputs, events)
 
-    def handle_tick(self, key: bytes, now_ms: int, partition: int, out: TopicRecords) -> None:
-        if key not in self.cache and key not in self.dirty and self.table.get(key) is None:
+    def handle_tick(self, key: bytes, now_ms: int, event: Any, out: TopicRecords) -> None:
+        if key not in self.cache and key not in self.dirty and self.stored(key, event) is None:
             return
         org_id, _, courier_id = key.decode().partition("/")
-        state = self.load(key, org_id, courier_id)
+        state = self.load(key, org_id, courier_id, event)
         result = self.processor.close_idle(state, datetime.fromtimestamp(now_ms / 1000, UTC))
         self.collect(key, result, out)
-        self.save(key, state, partition, out)
+        self.save(key, state, event.message.partition, out)
         self.metrics.timer_closed.inc(result.timer_closed_trips)
 
     def reject_malformed(self, key: bytes | None, exc: WireError, out: TopicRecords) -> None:
@@ -321,32 +359,62 @@ class Wiring:
         return tid
 
     async def publish(self, outputs: OutputBatch, events: list[Any]) -> None:
-        """Queue every output of the batch, each in the transaction of its source partition.
+        """Queue every output of the batch, each in the transaction of its source partition,
+        and acknowledge the events it came from in the same breath.
 
         Under ``exactly_once`` faust keeps one transactional producer per source partition and
         commits that partition's offsets with it; outputs written by the same producer are
         committed atomically with the offsets of the fixes they came from. (faust's own
         ``send`` picks the producer by the *output* partition, which is only right when every
         output topic has as many partitions as the source.) The records go as whole batches
-        (:func:`geostream.kafka.send_batches`), under faust's lock, so a commit never runs
-        half-way through them.
+        (:func:`geostream.kafka.send_batches`) and the events are acked under faust's lock of
+        that transaction: a commit runs before both or after both, never between (outputs
+        committed without their offsets would be processed again after a crash).
         """
         faust_producer: Any = self.app.producer
         for tid, records in outputs.items():
-            if self.app.in_transaction:
-                producer = faust_producer._transaction_producers.get(tid)
-                if producer is None:
-                    # revoked meanwhile: the new owner processes these fixes again
-                    log.info("partition of %s was revoked; dropping its outputs", tid)
-                    for key in records.states:
-                        self.dirty.pop(key, None)
-                    continue
-                self.write_states(records, events)
-                async with faust_producer._trn_locks[tid]:
-                    await self.send_records(producer, records)
-            else:
+            if not self.app.in_transaction:
                 self.write_states(records, events)
                 await self.send_records(faust_producer._ensure_producer(), records)
+                for event in records.events:
+                    event.ack()
+                continue
+            producer = await self.transaction_producer(tid, records)
+            if producer is None:
+                # revoked meanwhile: the new owner processes these fixes again, from the
+                # committed state, and so must this worker if the partition comes back
+                log.info("partition of %s was revoked; dropping its outputs", tid)
+                for key in records.states:
+                    self.dirty.pop(key, None)
+                    self.cache.pop(key, None)
+                continue
+            self.write_states(records, events)
+            async with faust_producer._trn_locks[tid]:
+                await self.send_records(producer, records)
+                for event in records.events:
+                    event.ack()
+
+    async def transaction_producer(
+        self, tid: str, records: TopicRecords
+    ) -> AIOKafkaProducer | None:
+        """The transactional producer of ``tid``, once faust has started it after an
+        assignment; ``None`` when the source partition is no longer this worker's."""
+        faust_producer: Any = self.app.producer
+        sources = {event.message.tp for event in records.events}
+        deadline = time.monotonic() + PRODUCER_WAIT_S
+        warned = False
+        while True:
+            producer: AIOKafkaProducer | None = faust_producer._transaction_producers.get(tid)
+            if producer is not None:
+                return producer
+            if not sources & set(self.app.consumer.assignment()):
+                return None
+            if not warned and time.monotonic() > deadline - PRODUCER_WAIT_S + 1.0:
+                warned = True
+                log.warning("waiting for faust's transactional producer %s", tid)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no transactional producer for {tid} after {PRODUCER_WAIT_S}s")
+            await asyncio.sleep(0.05)
 
     async def send_records(self, producer: AIOKafkaProducer, records: TopicRecords) -> None:
         by_topic = records.topics
@@ -459,6 +527,42 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
+async def anchor_offsets(settings: Settings) -> None:
+    """Give each source partition the group never committed a committed offset: its start.
+
+    When faust rebalances it drops the records it prefetched for paused partitions and seeks
+    back to the committed offsets; a partition without one is not rewound, and its first
+    records were skipped (a new deployment's first fixes). Committed while the group is still
+    empty; if another worker already runs the group, it refuses, and nothing changes.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=app_id(settings),
+        enable_auto_commit=False,
+        client_id="geostream-worker-anchor",
+    )
+    await consumer.start()
+    try:
+        sources = {
+            topic_name(settings, "fixes.raw"): topic_specs(settings)["fixes.raw"].partitions,
+            f"{app_id(settings)}-ticks": settings.worker_partitions,
+        }
+        tps = [TopicPartition(topic, p) for topic, n in sources.items() for p in range(n)]
+        consumer.assign(tps)
+        missing = [tp for tp in tps if await consumer.committed(tp) is None]
+        if missing:
+            starts = await consumer.beginning_offsets(missing)
+            try:
+                await consumer.commit({tp: starts[tp] for tp in missing})
+            except KafkaError as exc:
+                log.info("offsets not anchored (the group is active): %r", exc)
+    finally:
+        await consumer.stop()
+
+
 def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
     """The faust app and its wiring, for ``settings`` (topic prefix, store, guarantee)."""
     ident = app_id(settings)
@@ -495,11 +599,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
-        wiring.on_rebalance()
+        wiring.keep_partitions(set(app.consumer.assignment()) - set(revoked))
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
-        wiring.on_rebalance()
+        wiring.keep_partitions(assigned)
 
     @app.task  # type: ignore[untyped-decorator]
     async def startup() -> None:
@@ -541,11 +645,10 @@ def prepare_store(settings: Settings) -> None:
 
 def run_worker(loglevel: str = "info") -> int:
     """Run the worker in this process until it is stopped (SIGTERM/SIGINT)."""
-    import asyncio
-
     settings = wiring.settings
     prepare_store(settings)
     asyncio.run(ensure_topics(settings))
+    asyncio.run(anchor_offsets(settings))
     worker = faust.Worker(app, loglevel=loglevel)
     # faust's terminal spinner (on at loglevel warning and above) sets the root logger to DEBUG
     # and spins on every record: aiokafka then builds a debug record per request sent.
