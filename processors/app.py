@@ -597,10 +597,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
     async def idle_timer() -> None:
         await wiring.tick()
 
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
-        wiring.keep_partitions(set(app.consumer.assignment()) - set(revoked))
-
+    # Not on revocation: the (eager) rebalance protocol revokes every partition first, also
+    # those the worker gets back, whose transactions faust keeps open across the rebalance.
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
         wiring.keep_partitions(assigned)
