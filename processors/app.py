@@ -98,7 +98,7 @@ class TopicRecords:
         self.topics: dict[str, list[tuple[bytes | None, bytes]]] = {}
         self.latest: dict[bytes | None, bytes] = {}
         self.states: dict[bytes, tuple[CourierState, int]] = {}  # key -> (state, partition)
-        self.changelog: list[tuple[int, bytes, bytes]] = []  # (partition, key, state)
+        self.changelog: dict[int, list[tuple[bytes | None, bytes]]] = {}  # by partition
         self.events: list[Any] = []  # the faust events these records came from
 
     def add(self, name: str, key: bytes | None, value: bytes) -> None:
@@ -130,7 +130,6 @@ class Wiring:
         self.metrics = WorkerMetrics()
         self.partitions = settings.worker_partitions
         self.cache: dict[bytes, CourierState] = {}
-        # States changed in the current batch (key -> state, partition), saved by flush().
         # States changed by the batch being processed (its TopicRecords write them).
         self.dirty: dict[bytes, CourierState] = {}
         self.idle: dict[bytes, int] = {}  # couriers with an open trip or held fixes
@@ -222,7 +221,7 @@ class Wiring:
         self.dirty[key] = state
         out.states[key] = (state, partition)
 
-    def write_states(self, records: TopicRecords, events: list[Any]) -> None:
+    def write_states(self, records: TopicRecords) -> None:
         """Put the batch's changed states into the table's store and queue their changelog
         records with the outputs of the same transaction.
 
@@ -232,7 +231,7 @@ class Wiring:
         from an older state. Written here, the state commits exactly with its offsets.
         The rocksdb store picks its per-partition database by the current event.
         """
-        by_partition: dict[int, Any] = {e.message.partition: e for e in events}
+        by_partition: dict[int, Any] = {e.message.partition: e for e in records.events}
         store = self.table.data
         for key, (state, partition) in records.states.items():
             if self.dirty.get(key) is state:
@@ -243,7 +242,7 @@ class Wiring:
                 store[key] = data
             finally:
                 _current_event.reset(token)
-            records.changelog.append((partition, key, data))
+            records.changelog.setdefault(partition, []).append((key, data))
             self.metrics.state_bytes.observe(len(data))
             if state.seg.trip is not None or state.buffer:
                 self.idle[key] = partition
@@ -267,7 +266,7 @@ class Wiring:
 
     # events ------------------------------------------------------------------------------------
     async def handle_batch(self, events: list[Any]) -> None:
-        """Process one batch of events, publish its outputs, then write the changed states."""
+        """Process one batch of events, then publish its outputs and changed states."""
         outputs = OutputBatch()
         for event in events:
             message = event.message
@@ -293,7 +292,7 @@ class Wiring:
                 state = self.load(fix_key, fix.org_id, fix.courier_id, event)
                 self.collect(fix_key, self.processor.process(state, fix), outputs[txn])
                 self.save(fix_key, state, message.partition, outputs[txn])
-        await self.publish(outputs, events)
+        await self.publish(outputs)
 
     def handle_tick(self, key: bytes, now_ms: int, event: Any, out: TopicRecords) -> None:
         if key not in self.cache and key not in self.dirty and self.stored(key, event) is None:
@@ -358,7 +357,7 @@ class Wiring:
             tid = self.tids[(topic, partition)] = f"{self.app.conf.id}-{group}-{partition}"
         return tid
 
-    async def publish(self, outputs: OutputBatch, events: list[Any]) -> None:
+    async def publish(self, outputs: OutputBatch) -> None:
         """Queue every output of the batch, each in the transaction of its source partition,
         and acknowledge the events it came from in the same breath.
 
@@ -374,7 +373,7 @@ class Wiring:
         faust_producer: Any = self.app.producer
         for tid, records in outputs.items():
             if not self.app.in_transaction:
-                self.write_states(records, events)
+                self.write_states(records)
                 await self.send_records(faust_producer._ensure_producer(), records)
                 for event in records.events:
                     event.ack()
@@ -388,7 +387,7 @@ class Wiring:
                     self.dirty.pop(key, None)
                     self.cache.pop(key, None)
                 continue
-            self.write_states(records, events)
+            self.write_states(records)
             async with faust_producer._trn_locks[tid]:
                 await self.send_records(producer, records)
                 for event in records.events:
@@ -401,7 +400,7 @@ class Wiring:
         assignment; ``None`` when the source partition is no longer this worker's."""
         faust_producer: Any = self.app.producer
         sources = {event.message.tp for event in records.events}
-        deadline = time.monotonic() + PRODUCER_WAIT_S
+        began = time.monotonic()
         warned = False
         while True:
             producer: AIOKafkaProducer | None = faust_producer._transaction_producers.get(tid)
@@ -409,18 +408,19 @@ class Wiring:
                 return producer
             if not sources & set(self.app.consumer.assignment()):
                 return None
-            if not warned and time.monotonic() > deadline - PRODUCER_WAIT_S + 1.0:
+            waited = time.monotonic() - began
+            if not warned and waited > 1.0:
                 warned = True
                 log.warning("waiting for faust's transactional producer %s", tid)
-            if time.monotonic() > deadline:
+            if waited > PRODUCER_WAIT_S:
                 raise RuntimeError(f"no transactional producer for {tid} after {PRODUCER_WAIT_S}s")
             await asyncio.sleep(0.05)
 
     async def send_records(self, producer: AIOKafkaProducer, records: TopicRecords) -> None:
-        by_topic = records.topics
+        by_topic = list(records.topics.items())
         if records.latest:
-            by_topic["courier.latest"] = list(records.latest.items())
-        for name, pairs in by_topic.items():
+            by_topic.append(("courier.latest", list(records.latest.items())))
+        for name, pairs in by_topic:
             topic = self.output_names[name]
             count = self.partition_counts.get(topic)
             if count is None:
@@ -430,10 +430,7 @@ class Wiring:
                 split.setdefault(self.partition_for(key, count), []).append((key, value))
             for partition, part in split.items():
                 await send_batches(producer, topic, partition, part)
-        changelog: dict[int, list[tuple[bytes | None, bytes]]] = {}
-        for partition, key, data in records.changelog:
-            changelog.setdefault(partition, []).append((key, data))
-        for partition, part in changelog.items():
+        for partition, part in records.changelog.items():
             await send_batches(producer, self.changelog_topic, partition, part)
 
     def partition_for(self, key: bytes | None, count: int) -> int:

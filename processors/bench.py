@@ -281,11 +281,10 @@ def measure(args: argparse.Namespace) -> BenchResult:
     result = BenchResult("processors", "Stream processors: one worker beside its limits")
     result.add("fixes", fixes, "")
     result.add("couriers in the stream", args.couriers, "")
-    loop_rate = in_process(uploads(args.couriers, args.per_courier, batched), base)
+    batched_records = uploads(args.couriers, args.per_courier, batched)
+    loop_rate = in_process(batched_records, base)
     raw_single, worker_single = through_kafka(base, sample(args.couriers, args.per_courier), fixes)
-    raw_batched, worker_batched = through_kafka(
-        base, uploads(args.couriers, args.per_courier, batched), fixes
-    )
+    raw_batched, worker_batched = through_kafka(base, batched_records, fixes)
     guarantee = base.worker_guarantee
     result.add(
         f"uploads of {batched} fixes: pure pipeline in a plain loop (decode, process, encode)",

@@ -1,7 +1,7 @@
 """Traccar-style cleaning filters with machine-readable reason codes (pure, no I/O).
 
 Two stages. :func:`check_static` needs nothing but the fix (coordinates, the (0,0) island,
-timestamps against ``received_at``, accuracy). :func:`check_motion` compares a fix with the last
+timestamps against ``received_at``, accuracy). :func:`motion_step` compares a fix with the last
 accepted one, in time order (minimum period, implausible jump with recovery). Duplicates are
 caught by :func:`seen_before` against a bounded per-courier memory of recent ids and times.
 """
@@ -111,23 +111,17 @@ def seen_before(
     return None
 
 
-def check_motion(
+def motion_step(
     st: CleanState, t_ms: int, lat: float, lon: float, rules: CleaningRules
-) -> tuple[str, str] | None:
+) -> tuple[tuple[str, str] | None, float]:
     """Minimum period and implausible jump against the last accepted fix (in time order).
 
     Recovery: rejected jumps are remembered; once ``jump_recovery_fixes`` consecutive ones agree
     with each other (plausible speed between them), the courier really is there and the latest
     is accepted, re-anchoring the filter. On acceptance the state moves to this fix.
+    Returns the problem (or None) and the haversine step from the last accepted fix (0.0 when
+    there is none), which enrichment needs too: computed once per fix.
     """
-    return motion_step(st, t_ms, lat, lon, rules)[0]
-
-
-def motion_step(
-    st: CleanState, t_ms: int, lat: float, lon: float, rules: CleaningRules
-) -> tuple[tuple[str, str] | None, float]:
-    """:func:`check_motion`, also returning the haversine step from the last accepted fix
-    (0.0 when there is none), which enrichment needs too: computed once per fix."""
     step = 0.0
     if st.last_ms is not None:
         dt = (t_ms - st.last_ms) / 1000.0
