@@ -218,6 +218,22 @@ async def produce(settings: Settings, fixes: list[IngestedFix]) -> None:
         await producer.stop()
 
 
+async def topic_reader(
+    settings: Settings, logical: str, isolation: str = "read_committed"
+) -> AIOKafkaConsumer:
+    """A started group-less consumer of a topic from its start (the caller stops it)."""
+    consumer = AIOKafkaConsumer(
+        topic_name(settings, logical),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level=isolation,
+        group_id=None,
+    )
+    await consumer.start()
+    return consumer
+
+
 async def consume(
     settings: Settings,
     logical: str,
@@ -226,15 +242,7 @@ async def consume(
     worker: subprocess.Popen[bytes] | None = None,
 ) -> list[dict]:
     """Committed records of a topic, from the start, until ``done(records)`` (or a limit)."""
-    consumer = AIOKafkaConsumer(
-        topic_name(settings, logical),
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        group_id=None,
-    )
-    await consumer.start()
+    consumer = await topic_reader(settings, logical)
     records: list[dict] = []
     try:
         loop = asyncio.get_running_loop()

@@ -42,6 +42,7 @@ from processors_helpers import (
     scrape,
     start_worker,
     stop_worker,
+    topic_reader,
 )
 
 from config.settings import Settings
@@ -188,15 +189,7 @@ async def read_to_end(
     settings: Settings, logical: str, limit_s: float = 60.0, isolation: str = "read_committed"
 ) -> list[dict]:
     """Every record of a topic up to its end (read_committed: its last stable offset)."""
-    consumer = AIOKafkaConsumer(
-        topic_name(settings, logical),
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level=isolation,
-        group_id=None,
-    )
-    await consumer.start()
+    consumer = await topic_reader(settings, logical, isolation)
     records: list[dict] = []
     try:
         deadline = time.monotonic() + limit_s
