@@ -12,11 +12,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
 from config.settings import Settings, get_settings
 from geostream.bench import BenchResult
-from geostream.kafka import admin_client, create_producer
+from geostream.kafka import admin_client, create_consumer, create_producer
 from schemas.records import IngestedFix
 from schemas.wire import encode
 
@@ -83,12 +81,11 @@ async def raw_produce(settings: Settings, topic: str, records: list[tuple[bytes,
 
 async def raw_consume(settings: Settings, topic: str, expected: int) -> float:
     """Records/s of a plain aiokafka consumer reading ``expected`` records from the start."""
-    consumer = AIOKafkaConsumer(
+    consumer = create_consumer(
+        settings,
         topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
         group_id=None,
+        isolation_level="read_uncommitted",
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     await consumer.start()

@@ -1,4 +1,4 @@
-"""Kafka at the edges: the one producer factory, topic administration and broker health."""
+"""Kafka at the edges: producer and consumer factories, topic administration, broker health."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -47,6 +47,25 @@ def create_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
+
+
+def create_consumer(settings: Settings, *topics: str, **overrides: object) -> AIOKafkaConsumer:
+    """The one consumer configuration of geostream; callers override only what differs.
+
+    No auto-commit: every consumer here commits explicitly (with its writes) or not at all.
+    ``read_committed``: processor outputs are transactional, so aborted records stay unseen.
+    ``earliest``: a new group or group-less reader starts at the beginning and misses nothing.
+    Callers start and stop the consumer themselves.
+    """
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "enable_auto_commit": False,
+        "isolation_level": "read_committed",
+        "auto_offset_reset": "earliest",
+        "client_id": "geostream",
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)
 
 
 async def send_batches(

@@ -25,12 +25,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
 from config.settings import Settings, get_settings
 from geostream.bench import BenchResult
 from geostream.bench_kafka import raw_consume
-from geostream.kafka import admin_client, create_topics, topic_name
+from geostream.kafka import admin_client, create_consumer, create_topics, topic_name
 from geostream.stack.system import free_port
 from processors import state as state_codec
 from processors.config import WORKER_BATCH_MAX, ProcessorConfig
@@ -165,12 +163,9 @@ async def _produce(settings: Settings, records: list[tuple[bytes, bytes]]) -> No
 
 async def _wait_clean(settings: Settings, expected: int, limit_s: float) -> None:
     """Wait until ``expected`` clean fixes are committed on fixes.clean."""
-    consumer = AIOKafkaConsumer(
+    consumer = create_consumer(
+        settings,
         topic_name(settings, "fixes.clean"),
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        enable_auto_commit=False,
         group_id=None,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )

@@ -45,7 +45,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from config.retention import RetentionPolicy
 from config.settings import Settings
 from geostream.db import create_pool, database_url
-from geostream.kafka import create_producer, topic_name
+from geostream.kafka import create_consumer, create_producer, topic_name
 from schemas.records import Rejection
 from schemas.wire import encode
 from sinks.decode import RECEIVED_AT, Unwritable, row_decoder
@@ -198,14 +198,11 @@ class Sink:
         self.pool = create_pool(settings)
         await self.pool.open(wait=False)
         producer = create_producer(settings, client_id="geostream-sink")
-        consumer = AIOKafkaConsumer(
+        consumer = create_consumer(
+            settings,
             *self._logical,
-            bootstrap_servers=settings.kafka_bootstrap,
             group_id=settings.sink_group_id,
             client_id="geostream-sink",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             max_poll_interval_ms=30 * 60 * 1000,
         )

@@ -24,7 +24,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from config.settings import Settings, get_settings
-from geostream.kafka import admin_client, create_producer, topic_name
+from geostream.kafka import admin_client, create_consumer, create_producer, topic_name
 from processors.config import ProcessorConfig
 from processors.pipeline import CourierProcessor, CourierState, Outputs
 from processors.zones import Geofences
@@ -222,13 +222,8 @@ async def topic_reader(
     settings: Settings, logical: str, isolation: str = "read_committed"
 ) -> AIOKafkaConsumer:
     """A started group-less consumer of a topic from its start (the caller stops it)."""
-    consumer = AIOKafkaConsumer(
-        topic_name(settings, logical),
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level=isolation,
-        group_id=None,
+    consumer = create_consumer(
+        settings, topic_name(settings, logical), isolation_level=isolation, group_id=None
     )
     await consumer.start()
     return consumer

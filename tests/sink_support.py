@@ -10,10 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from aiokafka import AIOKafkaConsumer
 
 from config.settings import Settings
-from geostream.kafka import create_producer, topic_name
+from geostream.kafka import create_consumer, create_producer, topic_name
 from schemas.records import CourierEvent, EnrichedFix, Stop, Trip
 from schemas.wire import encode
 
@@ -166,12 +165,11 @@ async def running(sink: Any) -> AsyncIterator[asyncio.Task[None]]:
 async def read_all(
     settings: Settings, logical: str, expected: int, timeout_s: float = 20
 ) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
+    consumer = create_consumer(
+        settings,
         topic_name(settings, logical),
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
         group_id=None,
+        isolation_level="read_uncommitted",
     )
     await consumer.start()
     values: list[bytes] = []

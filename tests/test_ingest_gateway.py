@@ -21,11 +21,10 @@ import aiohttp
 import orjson
 import pytest
 import uvicorn
-from aiokafka import AIOKafkaConsumer
 
 from config.settings import Settings, get_settings
 from geostream.db import create_pool
-from geostream.kafka import create_producer, topic_name
+from geostream.kafka import create_consumer, create_producer, topic_name
 from geostream.stack import Stack
 from geostream.stack.system import free_port
 from ingest.server import server_config
@@ -130,12 +129,11 @@ def unbatch(records: Iterable[Any]) -> list[RawFix]:
 
 async def consume(settings: Settings, expected: int, *, settle_s: float = 1.0) -> list[RawFix]:
     """Every fix of fixes.raw: at least ``expected``, then whatever else arrives soon."""
-    consumer = AIOKafkaConsumer(
+    consumer = create_consumer(
+        settings,
         topic_name(settings, "fixes.raw"),
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
         group_id=None,
+        isolation_level="read_uncommitted",
     )
     await consumer.start()
     records: list[RawFix] = []

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.partitioner import murmur2
 from processors_helpers import (
@@ -46,7 +46,7 @@ from processors_helpers import (
 )
 
 from config.settings import Settings
-from geostream.kafka import admin_client, create_producer, topic_name
+from geostream.kafka import admin_client, create_consumer, create_producer, topic_name
 from processors.app import app_id
 from processors.bench import courier_fixes
 from processors.pipeline import Outputs
@@ -420,11 +420,8 @@ async def stable_and_end(settings: Settings) -> dict[int, tuple[int, int]]:
     back) and the end offset."""
     offsets: dict[str, dict[TopicPartition, int]] = {}
     for isolation in ("read_committed", "read_uncommitted"):
-        consumer = AIOKafkaConsumer(
-            topic_name(settings, "fixes.clean"),
-            bootstrap_servers=settings.kafka_bootstrap,
-            isolation_level=isolation,
-            group_id=None,
+        consumer = create_consumer(
+            settings, topic_name(settings, "fixes.clean"), isolation_level=isolation, group_id=None
         )
         await consumer.start()
         try:

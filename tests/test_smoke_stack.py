@@ -7,11 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from config.settings import Settings
-from geostream.kafka import admin_client, create_producer, topic_name
+from geostream.kafka import admin_client, create_consumer, create_producer, topic_name
 from geostream.stack import Stack
 from schemas.records import IngestedFix
 from schemas.wire import decode, encode
@@ -49,13 +48,7 @@ async def test_fix_round_trips_through_kafka(settings: Settings) -> None:
     finally:
         await producer.stop()
 
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
+    consumer = create_consumer(settings, topic, group_id=None, isolation_level="read_uncommitted")
     await consumer.start()
     received: list[IngestedFix] = []
     try:

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from config.settings import Settings
-from geostream.kafka import admin_client, topic_name
+from geostream.kafka import admin_client, create_consumer, topic_name
 from schemas.records import CourierEvent, EnrichedFix
 from schemas.wire import WireError, decode
 from sinks.api.metrics import LIVE_CLIENTS, LIVE_EVENTS, LIVE_UNREADABLE
@@ -179,11 +179,11 @@ class LiveFeed:
         """Connect (retrying with back-off while Kafka is away), then consume until cancelled."""
         backoff = 0.5
         while True:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
+            consumer = create_consumer(
+                self.settings,
                 group_id=None,
-                enable_auto_commit=False,
                 auto_offset_reset="latest",
+                isolation_level="read_uncommitted",
                 client_id="geostream-api-live",
             )
             try:
