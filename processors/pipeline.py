@@ -65,6 +65,11 @@ class CourierState:
     odo_m: float = 0.0
     zones: ZoneState = field(default_factory=ZoneState)
     seg: SegState = field(default_factory=SegState)
+    #: Where in ``fixes.raw`` (partition, offset) the last record applied to this state came
+    #: from; -1 before any. The worker skips a record at or before it: a commit can cover a
+    #: state that is ahead of its offsets, and those records then come again.
+    source_partition: int = -1
+    source_offset: int = -1
 
 
 @dataclass(slots=True)

@@ -24,7 +24,9 @@ from processors.segmenter import OpenTrip, SegState, WPoint
 from processors.zones import ZoneState
 from schemas.records import IngestedFix
 
-VERSION = 1
+VERSION = 2
+#: Versions :func:`loads` reads: 1 had no source position (a state from it has none yet).
+READABLE = (1, 2)
 _HEAD = struct.Struct("<BHHHH")
 _RECENT = struct.Struct("<Qq")
 _WPOINT = struct.Struct("<qdddIIdd")
@@ -154,6 +156,7 @@ def dumps(st: CourierState) -> bytes:
                 seg.k,
             ],
             trip_head,
+            [st.source_partition, st.source_offset],
         ]
     )
     path = trip.path if trip is not None else array("i")
@@ -176,7 +179,7 @@ def loads(data: bytes) -> CourierState:
         version, n_head, n_recent, n_window, n_path = _HEAD.unpack_from(data, 0)
     except struct.error as exc:
         raise StateError(f"truncated state: {exc}") from exc
-    if version != VERSION:
+    if version not in READABLE:
         raise StateError(f"unknown state version {version}")
     offset = _HEAD.size
     try:
@@ -207,7 +210,9 @@ def loads(data: bytes) -> CourierState:
         zones,
         seg_head,
         trip_head,
+        *rest,
     ) = head
+    source_partition, source_offset = rest[0] if rest else (-1, -1)
     trip = None
     if trip_head is not None:
         trip = OpenTrip(
@@ -253,4 +258,6 @@ def loads(data: bytes) -> CourierState:
             k=seg_head[6],
             trip=trip,
         ),
+        source_partition=source_partition,
+        source_offset=source_offset,
     )

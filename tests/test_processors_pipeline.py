@@ -8,6 +8,8 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
+import pytest
 from processors_helpers import T0, config, day_route, fix, offset, processor, run
 
 from processors import state as state_codec
@@ -227,6 +229,34 @@ def test_state_round_trip_is_lossless_and_small():
     assert state_codec.dumps(again) == data
     assert again.seg.window == st.seg.window
     assert len(data) < 2048, len(data)
+
+
+def test_state_keeps_its_source_position_and_reads_version_1():
+    proc = processor(reorder_window_s=30.0)
+    st, _ = run(proc, day_route()[:100])
+    st.source_partition, st.source_offset = 4, 12345
+    again = state_codec.loads(state_codec.dumps(st))
+    assert (again.source_partition, again.source_offset) == (4, 12345)
+    # a version 1 state (no position): the same header without its last item
+    data = state_codec.dumps(st)
+    version, n_head, *counts = state_codec._HEAD.unpack_from(data, 0)
+    assert version == state_codec.VERSION == 2
+    head = orjson.loads(data[state_codec._HEAD.size : state_codec._HEAD.size + n_head])
+    assert head[-1] == [4, 12345]
+    old_head = orjson.dumps(head[:-1])
+    v1 = b"".join(
+        (
+            state_codec._HEAD.pack(1, len(old_head), *counts),
+            old_head,
+            data[state_codec._HEAD.size + n_head :],
+        )
+    )
+    old = state_codec.loads(v1)
+    assert (old.source_partition, old.source_offset) == (-1, -1)
+    old.source_partition, old.source_offset = 4, 12345
+    assert state_codec.dumps(old) == data
+    with pytest.raises(state_codec.StateError):
+        state_codec.loads(state_codec._HEAD.pack(3, 0, 0, 0, 0))
 
 
 def test_segment_command_csv(tmp_path: Path):
