@@ -7,11 +7,16 @@ Only wiring lives here; every decision is made by the pure code in :mod:`process
   not close trips itself: it sends a tick (the wall-clock time) keyed by the courier to the
   courier's partition, and the agent handles it in order with that courier's fixes.
 - State: a faust Table of serialised :class:`CourierState` per courier, with a changelog
-  topic (rocksdict store, or memory). Decoded states are cached in memory; the cache is
-  dropped on every rebalance, because another worker may have changed them meanwhile.
+  topic (rocksdict store, or memory). Decoded states are cached in memory; the states of
+  partitions that move to another worker are forgotten at the rebalance.
 - Guarantee: ``exactly_once`` by default, so outputs, the changelog and the consumer offsets
   are committed in one transaction; a worker killed at any moment resumes from the last
   commit with exactly the state of that commit. Ids are deterministic in any case.
+- Offsets: the worker keeps its own position in each source partition
+  (:mod:`processors.positions`) and commits that, not faust's account of acked records,
+  which goes wrong around rebalances; and each courier's state remembers the last record
+  applied to it, so a record committed in the state but not in the offsets is not applied
+  twice.
 
 Run it with ``geostream worker`` or faust's own CLI: ``faust -A processors.app worker``.
 """
@@ -29,13 +34,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from prometheus_client import start_http_server
 
 from config.settings import Settings, get_settings
 from geostream.kafka import (
+    create_consumer,
     create_producer,
     create_topics,
     send_batches,
@@ -46,6 +52,7 @@ from processors import state as state_codec
 from processors.config import WORKER_BATCH_MAX, ProcessorConfig
 from processors.metrics import WorkerMetrics
 from processors.pipeline import CourierProcessor, CourierState, Outputs
+from processors.positions import Admission, SourcePositions
 from processors.zones import Geofences
 from schemas.records import IngestedFix, Rejection
 from schemas.wire import WireError, decode_many, encode
@@ -135,6 +142,8 @@ class Wiring:
         self.idle: dict[bytes, int] = {}  # couriers with an open trip or held fixes
         self.rescan = True
         self.tick_producer: Any = None
+        self.positions = SourcePositions()
+        self.offsets_reader: AIOKafkaConsumer | None = None
         self.tids: dict[tuple[str, int], str] = {}
         self.partition_counts: dict[str, int] = {}
         self.key_hashes: dict[bytes, int] = {}
@@ -258,16 +267,59 @@ class Wiring:
         of retained partitions going across a rebalance). Another worker may have changed the
         others meanwhile, so they are read from the table again if they come back.
         """
+        assigned = set(assigned)
         mine = {tp.partition for tp in assigned if tp.topic == self.raw_topic}
         for held in (self.cache, self.idle):
             for key in [k for k in held if self.partition_for(k, self.partitions) not in mine]:
                 del held[key]
+        self.positions.keep(assigned)
         self.rescan = True
+
+    def guard_store(self) -> None:
+        """Have the table's store cleared of each partition the worker loses, as it loses it.
+
+        The store takes the worker's writes as it processes, but the transaction that carries
+        their changelog records is aborted once the partition's new owner starts. Left in
+        place, those states would be ahead of the changelog if the partition came back (table
+        recovery rewrites only the keys the changelog has, from the offset it last persisted).
+        Cleared, a partition that comes back is rebuilt from the changelog alone. faust calls
+        the store's ``on_rebalance`` with the partitions really lost (not those the eager
+        protocol revokes and gives back), before any recovery starts.
+        """
+        store: Any = self.table.data
+        rebalance = store.on_rebalance
+
+        async def on_rebalance(
+            assigned: set[Any], revoked: set[Any], newly_assigned: set[Any], generation_id: int = 0
+        ) -> None:
+            self.clear_stored({tp.partition for tp in revoked if tp.topic == self.changelog_topic})
+            await rebalance(assigned, revoked, newly_assigned, generation_id)
+
+        store.on_rebalance = on_rebalance
+
+    def clear_stored(self, partitions: set[int]) -> None:
+        """Delete every state of ``partitions`` from the table's local store."""
+        if not partitions:
+            return
+        store: Any = self.table.data
+        if hasattr(store, "_db_for_partition"):  # rocksdb: a database per partition
+            for partition in partitions:
+                db = store._dbs.get(partition)
+                if db is None:  # not opened in this run: nothing written since a clean stop
+                    continue
+                for key in list(db.keys()):  # the persisted changelog offset included
+                    db.delete(key)
+        else:
+            held = [k for k in store if self.partition_for(k, self.partitions) in partitions]
+            for key in held:
+                del store[key]
+        log.info("cleared the stored states of lost partitions %s", sorted(partitions))
 
     # events ------------------------------------------------------------------------------------
     async def handle_batch(self, events: list[Any]) -> None:
         """Process one batch of events, then publish its outputs and changed states."""
         outputs = OutputBatch()
+        events = await self.in_order(events)
         for event in events:
             message = event.message
             key: bytes | None = event.key
@@ -284,15 +336,103 @@ class Wiring:
                 self.reject_malformed(key, exc, outputs[txn])
                 continue
             self.metrics.fixes_in.inc(len(items))
+            applied: set[bytes] = set()  # couriers this record is applied to
             for fix in items:
                 if isinstance(fix, WireError):
                     self.reject_malformed(key, fix, outputs[txn])
                     continue
                 fix_key = key or f"{fix.org_id}/{fix.courier_id}".encode()
                 state = self.load(fix_key, fix.org_id, fix.courier_id, event)
+                if fix_key not in applied:
+                    if self.already_applied(state, message.partition, message.offset):
+                        self.metrics.fixes_out.labels("replayed", "").inc()
+                        continue
+                    applied.add(fix_key)
+                    state.source_partition = message.partition
+                    state.source_offset = message.offset
                 self.collect(fix_key, self.processor.process(state, fix), outputs[txn])
                 self.save(fix_key, state, message.partition, outputs[txn])
         await self.publish(outputs)
+
+    @staticmethod
+    def already_applied(state: CourierState, partition: int, offset: int) -> bool:
+        """Whether the record at ``partition``/``offset`` is already in ``state``.
+
+        faust's commit snapshots the acked offsets before it takes the transaction's lock, so
+        a batch acked in between is committed, outputs and state, with the older offsets; after
+        a crash its records come again. The state (always in the same transaction as the
+        outputs) remembers the last record it took, so they change nothing a second time.
+        """
+        return state.source_partition == partition and offset <= state.source_offset
+
+    async def in_order(self, events: list[Any]) -> list[Any]:
+        """The events that continue their source partition exactly where processing stands
+        (see :mod:`processors.positions`); partitions with records missing are sought back."""
+        admitted: list[Any] = []
+        holes: set[TopicPartition] = set()
+        positions = self.positions
+        for event in events:
+            tp = event.message.tp
+            if tp not in positions:
+                positions.start(tp, await self.start_position(tp))
+            admission = positions.admit(tp, event.message.offset)
+            if admission is Admission.PROCESS:
+                admitted.append(event)
+                continue
+            event.ack()  # the commit takes the positions, not faust's acks
+            if admission is Admission.HOLE:
+                holes.add(tp)
+        for tp in holes:
+            await self.rewind(tp)
+        return admitted
+
+    async def start_position(self, tp: TopicPartition) -> int:
+        """Where a newly assigned partition resumes: the group's committed offset."""
+        reader = await self.group_offsets()
+        tp = TopicPartition(tp.topic, tp.partition)
+        committed: int | None = await reader.committed(tp)
+        if committed is not None:
+            return committed
+        first: int = (await reader.beginning_offsets([tp]))[tp]
+        return first
+
+    async def rewind(self, tp: TopicPartition) -> None:
+        """Seek ``tp`` back to its position, or on to its first record if retention deleted
+        the records from there (they can never be processed, and that is said loudly)."""
+        reader = await self.group_offsets()
+        plain = TopicPartition(tp.topic, tp.partition)
+        first: int = (await reader.beginning_offsets([plain]))[plain]
+        position = self.positions.next[tp]
+        if first > position:
+            log.error("%s: records %d..%d expired before they were processed", tp, position, first)
+            self.positions.skip_to(tp, first)
+        else:
+            log.warning("%s: records from %d went missing; reading them again", tp, position)
+        self.metrics.rewinds.inc()
+        await self.app.consumer.seek(tp, self.positions.next[tp])
+
+    async def group_offsets(self) -> AIOKafkaConsumer:
+        """A consumer that only reads the group's committed offsets (it never joins)."""
+        if self.offsets_reader is None:
+            self.offsets_reader = create_consumer(
+                self.settings, group_id=app_id(self.settings), client_id="geostream-worker-offsets"
+            )
+            await self.offsets_reader.start()
+        return self.offsets_reader
+
+    def committable_offsets(self, tps: Iterable[TopicPartition]) -> dict[Any, int]:
+        """What faust's commit sends: the worker's positions, never faust's own offsets.
+
+        Replaces the consumer's ``_filter_committable_offsets``, which derives offsets from
+        its acks plus the "gaps" it records whenever a delivered offset jumps, and so can step
+        over records never processed. Its ack lists are emptied: nothing else reads them.
+        """
+        consumer: Any = self.app.consumer
+        for tp in tps:
+            consumer._acked[tp].clear()
+            consumer._acked_index[tp].clear()
+            consumer._gap.pop(tp, None)
+        return self.positions.committable(consumer.assignment(), consumer._committed_offset)
 
     def handle_tick(self, key: bytes, now_ms: int, event: Any, out: TopicRecords) -> None:
         if key not in self.cache and key not in self.dirty and self.stored(key, event) is None:
@@ -386,6 +526,7 @@ class Wiring:
                 for key in records.states:
                     self.dirty.pop(key, None)
                     self.cache.pop(key, None)
+                self.positions.forget({event.message.tp for event in records.events})
                 continue
             self.write_states(records)
             async with faust_producer._trn_locks[tid]:
@@ -532,14 +673,10 @@ async def anchor_offsets(settings: Settings) -> None:
     records were skipped (a new deployment's first fixes). Committed while the group is still
     empty; if another worker already runs the group, it refuses, and nothing changes.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=app_id(settings),
-        enable_auto_commit=False,
-        client_id="geostream-worker-anchor",
+    consumer = create_consumer(
+        settings, group_id=app_id(settings), client_id="geostream-worker-anchor"
     )
     await consumer.start()
     try:
@@ -584,6 +721,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
         value_serializer="raw",
     )
     wiring = Wiring(app, settings)
+    wiring.guard_store()
 
     @app.agent(wiring.source, name="process")
     async def process(stream: Any) -> None:
@@ -598,6 +736,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
     # those the worker gets back, whose transactions faust keeps open across the rebalance.
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
+        app.consumer._filter_committable_offsets = wiring.committable_offsets
         wiring.keep_partitions(assigned)
 
     @app.task  # type: ignore[untyped-decorator]

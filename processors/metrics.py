@@ -21,7 +21,8 @@ class WorkerMetrics:
         )
         self.fixes_out = Counter(
             "geostream_processor_fixes_out",
-            "Fixes by result (clean, late, rejected) and reason code (rejections).",
+            "Fixes by result (clean, late, rejected, replayed: skipped as already applied before a"
+            " crash) and reason code (rejections).",
             ["result", "reason"],
             registry=r,
         )
@@ -60,5 +61,11 @@ class WorkerMetrics:
         self.timer_closed = Counter(
             "geostream_processor_timer_closed_trips",
             "Trips closed by the idle timer (no further fix).",
+            registry=r,
+        )
+        self.rewinds = Counter(
+            "geostream_processor_rewinds",
+            "Source partitions sought back because records went missing between fetch and"
+            " processing (around rebalances).",
             registry=r,
         )

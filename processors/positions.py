@@ -1,0 +1,68 @@
+"""Where the worker stands in each source partition, kept apart from faust's bookkeeping.
+
+faust's fetcher can hand records over twice or skip some around a rebalance: it seeks the
+consumer back to the committed offsets (twice while a table recovers) but keeps delivering
+records fetched before the seek, then drops the re-fetched ones as already read, and its
+commit counts the "gaps" it noticed as done. :class:`SourcePositions` is the worker's own
+account: a record is processed only when it is the next one of its partition, and the offsets
+committed are exactly the records processed. Pure: the worker does the seeking and the I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Hashable, Mapping
+from enum import Enum
+
+
+class Admission(Enum):
+    """What to do with a delivered record."""
+
+    PROCESS = "process"  # the next record of its partition
+    SEEN = "seen"  # processed already (delivered again after a seek back)
+    HOLE = "hole"  # records before it went missing: seek back to the position
+
+
+class SourcePositions:
+    """Per source partition, the offset of the next record to process."""
+
+    def __init__(self) -> None:
+        self.next: dict[Hashable, int] = {}
+
+    def __contains__(self, tp: Hashable) -> bool:
+        return tp in self.next
+
+    def start(self, tp: Hashable, offset: int) -> None:
+        """Begin ``tp`` at ``offset`` (the group's committed offset, on assignment)."""
+        self.next[tp] = offset
+
+    def admit(self, tp: Hashable, offset: int) -> Admission:
+        """Whether the record at ``offset`` of ``tp`` is processed now (and count it if so)."""
+        position = self.next[tp]
+        if offset == position:
+            self.next[tp] = position + 1
+            return Admission.PROCESS
+        return Admission.SEEN if offset < position else Admission.HOLE
+
+    def skip_to(self, tp: Hashable, offset: int) -> None:
+        """Move ``tp`` forward to ``offset``: the records before it no longer exist."""
+        self.next[tp] = max(self.next[tp], offset)
+
+    def forget(self, tps: Collection[Hashable]) -> None:
+        """Drop ``tps``: their outputs were not sent, or the partitions went elsewhere."""
+        for tp in tps:
+            self.next.pop(tp, None)
+
+    def keep(self, assigned: Collection[Hashable]) -> None:
+        """Drop every partition that is not in ``assigned``."""
+        self.forget([tp for tp in self.next if tp not in assigned])
+
+    def committable(
+        self, assigned: Collection[Hashable], committed: Mapping[Hashable, int | None]
+    ) -> dict[Hashable, int]:
+        """Offsets to commit: each assigned partition's position, where it moved on."""
+        out = {}
+        for tp, position in self.next.items():
+            done = committed.get(tp)
+            if tp in assigned and (done is None or position > done):
+                out[tp] = position
+        return out
