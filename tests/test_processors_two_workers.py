@@ -53,12 +53,7 @@ from processors.pipeline import Outputs
 from schemas.records import IngestedFix
 from schemas.wire import encode
 
-# Fails most of the time, two ways: the first fix of each courier on the partitions that
-# move at the group's first rebalances never reaches fixes.clean (not even in an aborted
-# transaction), or the survivor stops making progress on a few partitions after the takeover,
-# with nothing logged at warning level. Kept out of the default run until fixed:
-# `pytest -m open_bug tests/test_processors_two_workers.py`.
-pytestmark = [pytest.mark.stack, pytest.mark.open_bug]
+pytestmark = pytest.mark.stack
 
 COURIERS = 24  # keys bench/c0..c23 land on every one of the 6 partitions
 ROUND_S = 0.1  # one fix of every courier per round: 240 fixes/s, 5 s of event time per round

@@ -103,13 +103,6 @@ async def test_timer_closes_trip_when_no_fix_arrives(settings, worker_dir):
     assert trips[0]["fix_count"] == 10
 
 
-# Fails now and then (3 of 11 runs on 2026-11-29, all rocksdb so far, but the cause is not
-# store-specific): faust's commit takes its snapshot of acked offsets before it waits for the
-# transaction's lock, so a batch queued and acked in between commits its outputs and state
-# with the older offsets; after the kill those fixes come again, already in the state, and
-# are re-emitted as late. Kept out of the default run until the worker guards against it
-# (e.g. the last processed offset in the state); `pytest -m open_bug`.
-@pytest.mark.open_bug
 @pytest.mark.parametrize("store", ["rocksdb", "memory"])
 async def test_killed_worker_resumes_and_emits_nothing_twice(settings, worker_dir, store):
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
