@@ -143,6 +143,7 @@ class Wiring:
         self.rescan = True
         self.tick_producer: Any = None
         self.positions = SourcePositions()
+        self.unread: set[Any] = set()  # partitions with records left unprocessed (rebalancing)
         self.offsets_reader: AIOKafkaConsumer | None = None
         self.tids: dict[tuple[str, int], str] = {}
         self.partition_counts: dict[str, int] = {}
@@ -371,8 +372,14 @@ class Wiring:
         admitted: list[Any] = []
         holes: set[TopicPartition] = set()
         positions = self.positions
+        rebalancing = self.app.rebalancing
         for event in events:
             tp = event.message.tp
+            if rebalancing:
+                # delivered while the table may still be recovering: read again afterwards
+                event.ack()
+                self.unread.add(tp)
+                continue
             if tp not in positions:
                 positions.start(tp, await self.start_position(tp))
             admission = positions.admit(tp, event.message.offset)
@@ -385,6 +392,18 @@ class Wiring:
         for tp in holes:
             await self.rewind(tp)
         return admitted
+
+    async def reread(self) -> None:
+        """Seek back the partitions whose records came during a rebalance and were not
+        processed: faust hands over records before the table has recovered the partition's
+        states (a courier would start afresh), and after its last seek back."""
+        if self.app.rebalancing or not self.unread:
+            return
+        assigned = self.app.consumer.assignment()
+        for tp in self.unread:
+            if tp in assigned and tp in self.positions:
+                await self.app.consumer.seek(tp, self.positions.next[tp])
+        self.unread.clear()
 
     async def start_position(self, tp: TopicPartition) -> int:
         """Where a newly assigned partition resumes: the group's committed offset."""
@@ -506,17 +525,18 @@ class Wiring:
         committed atomically with the offsets of the fixes they came from. (faust's own
         ``send`` picks the producer by the *output* partition, which is only right when every
         output topic has as many partitions as the source.) The records go as whole batches
-        (:func:`geostream.kafka.send_batches`) and the events are acked under faust's lock of
-        that transaction: a commit runs before both or after both, never between (outputs
-        committed without their offsets would be processed again after a crash).
+        (:func:`geostream.kafka.send_batches`) and the events count as published (the commit
+        takes :attr:`positions`' published offsets) under faust's lock of that transaction: a
+        commit never covers records whose outputs are not in it (they would be lost after a
+        crash). Outputs committed ahead of their offsets come again; the courier states skip
+        them (:meth:`already_applied`).
         """
         faust_producer: Any = self.app.producer
         for tid, records in outputs.items():
             if not self.app.in_transaction:
                 self.write_states(records)
                 await self.send_records(faust_producer._ensure_producer(), records)
-                for event in records.events:
-                    event.ack()
+                self.published(records.events)
                 continue
             producer = await self.transaction_producer(tid, records)
             if producer is None:
@@ -531,8 +551,14 @@ class Wiring:
             self.write_states(records)
             async with faust_producer._trn_locks[tid]:
                 await self.send_records(producer, records)
-                for event in records.events:
-                    event.ack()
+                self.published(records.events)
+
+    def published(self, events: list[Any]) -> None:
+        """Acknowledge ``events``, whose outputs are queued: a commit may cover them now."""
+        for event in events:
+            message = event.message
+            self.positions.publish(message.tp, message.offset)
+            event.ack()
 
     async def transaction_producer(
         self, tid: str, records: TopicRecords
@@ -594,6 +620,7 @@ class Wiring:
         on ``fixes.raw`` get no ticks: after downtime their couriers' next fixes are already
         waiting, and a tick overtaking them would split a trip that the data keeps open.
         """
+        await self.reread()
         if self.tick_producer is None:
             self.tick_producer = create_producer(self.settings, client_id="geostream-ticks")
             await self.tick_producer.start()
@@ -697,6 +724,25 @@ async def anchor_offsets(settings: Settings) -> None:
         await consumer.stop()
 
 
+def recover_to_the_broker_highwater() -> None:
+    """Make faust's table recovery ask the broker how far each changelog partition goes.
+
+    Under ``exactly_once`` faust takes a changelog partition's end from aiokafka's
+    ``last_stable_offset``: the value seen in the consumer's last *fetch response* for it, so
+    ``None`` for a partition just assigned and not fetched yet. faust reads that as "empty"
+    and skips the partition's recovery: a worker taking a partition over found no states and
+    started its couriers afresh (a fix held for reordering was lost, odometers restarted).
+    A read_committed consumer's ``end_offsets`` is the same last stable offset, asked of the
+    broker. Patched on faust's consumer class, once, for the one faust app of the process.
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    async def highwaters(self: Any, partitions: list[Any]) -> Any:
+        return await self._ensure_consumer().end_offsets(partitions)
+
+    AIOKafkaConsumerThread._highwaters = highwaters  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
     """The faust app and its wiring, for ``settings`` (topic prefix, store, guarantee)."""
     ident = app_id(settings)
@@ -722,6 +768,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
     )
     wiring = Wiring(app, settings)
     wiring.guard_store()
+    recover_to_the_broker_highwater()
 
     @app.agent(wiring.source, name="process")
     async def process(stream: Any) -> None:

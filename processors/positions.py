@@ -5,7 +5,8 @@ consumer back to the committed offsets (twice while a table recovers) but keeps 
 records fetched before the seek, then drops the re-fetched ones as already read, and its
 commit counts the "gaps" it noticed as done. :class:`SourcePositions` is the worker's own
 account: a record is processed only when it is the next one of its partition, and the offsets
-committed are exactly the records processed. Pure: the worker does the seeking and the I/O.
+committed are exactly the records whose outputs are in the transaction. Pure: the worker does
+the seeking and the I/O.
 """
 
 from __future__ import annotations
@@ -23,17 +24,23 @@ class Admission(Enum):
 
 
 class SourcePositions:
-    """Per source partition, the offset of the next record to process."""
+    """Per source partition, the next record to process and the next one not yet published.
+
+    The two differ while a batch is processed but its outputs are not yet in the partition's
+    transaction: a commit in between must not cover those records (they would be committed
+    without their outputs), so commits take the published position.
+    """
 
     def __init__(self) -> None:
         self.next: dict[Hashable, int] = {}
+        self.published: dict[Hashable, int] = {}
 
     def __contains__(self, tp: Hashable) -> bool:
         return tp in self.next
 
     def start(self, tp: Hashable, offset: int) -> None:
         """Begin ``tp`` at ``offset`` (the group's committed offset, on assignment)."""
-        self.next[tp] = offset
+        self.next[tp] = self.published[tp] = offset
 
     def admit(self, tp: Hashable, offset: int) -> Admission:
         """Whether the record at ``offset`` of ``tp`` is processed now (and count it if so)."""
@@ -43,14 +50,22 @@ class SourcePositions:
             return Admission.PROCESS
         return Admission.SEEN if offset < position else Admission.HOLE
 
+    def publish(self, tp: Hashable, offset: int) -> None:
+        """The outputs of ``tp``'s record at ``offset`` are in its transaction now."""
+        published = self.published.get(tp)
+        if published is not None and published <= offset < self.next[tp]:
+            self.published[tp] = offset + 1
+
     def skip_to(self, tp: Hashable, offset: int) -> None:
         """Move ``tp`` forward to ``offset``: the records before it no longer exist."""
         self.next[tp] = max(self.next[tp], offset)
+        self.published[tp] = max(self.published[tp], offset)
 
     def forget(self, tps: Collection[Hashable]) -> None:
         """Drop ``tps``: their outputs were not sent, or the partitions went elsewhere."""
         for tp in tps:
             self.next.pop(tp, None)
+            self.published.pop(tp, None)
 
     def keep(self, assigned: Collection[Hashable]) -> None:
         """Drop every partition that is not in ``assigned``."""
@@ -59,9 +74,9 @@ class SourcePositions:
     def committable(
         self, assigned: Collection[Hashable], committed: Mapping[Hashable, int | None]
     ) -> dict[Hashable, int]:
-        """Offsets to commit: each assigned partition's position, where it moved on."""
+        """Offsets to commit: each assigned partition's published position, where it moved on."""
         out = {}
-        for tp, position in self.next.items():
+        for tp, position in self.published.items():
             done = committed.get(tp)
             if tp in assigned and (done is None or position > done):
                 out[tp] = position

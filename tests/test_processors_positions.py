@@ -38,6 +38,7 @@ def test_records_are_processed_once_each_and_in_order_whatever_the_fetcher_does(
         admission = positions.admit(TP, fetch)
         if admission is Admission.PROCESS:
             processed.append(fetch)
+            positions.publish(TP, fetch)
         elif admission is Admission.HOLE:
             fetch = positions.next[TP]  # the worker seeks back to its position
             return
@@ -77,9 +78,27 @@ def test_committable_offsets_only_where_an_assigned_partition_moved_on() -> None
     for tp in (TP, other, gone):
         positions.start(tp, 0)
         positions.admit(tp, 0)
+        positions.publish(tp, 0)
     assert positions.committable({TP, other}, {TP: None, other: 1}) == {TP: 1}
     positions.keep({TP})
     assert other not in positions
     assert gone not in positions
     positions.forget([TP])
     assert TP not in positions
+
+
+def test_only_published_records_are_committable() -> None:
+    positions = SourcePositions()
+    positions.start(TP, 5)
+    for offset in (5, 6, 7):
+        assert positions.admit(TP, offset) is Admission.PROCESS
+    # processed, outputs not yet in the transaction: a commit now must not cover them
+    assert positions.committable({TP}, {TP: 5}) == {}
+    positions.publish(TP, 5)
+    positions.publish(TP, 6)
+    assert positions.committable({TP}, {TP: 5}) == {TP: 7}
+    positions.publish(TP, 9)  # never admitted: ignored
+    positions.publish(TP, 4)  # before the start: ignored
+    assert positions.committable({TP}, {TP: 5}) == {TP: 7}
+    positions.publish(TP, 7)
+    assert positions.committable({TP}, {TP: 7}) == {TP: 8}
