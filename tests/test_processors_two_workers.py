@@ -11,6 +11,10 @@ events, each exactly once on the read_committed outputs. B resuming a courier wi
 committed state, or from a state ahead of the committed offsets, changes ids or odometers;
 A's uncommitted outputs leaking, or B skipping a fix, shows as a duplicate or a hole.
 
+A second test moves partitions between live workers: a third worker joins (A and B lose
+partitions while alive, their open transactions aborted by the newcomer) and leaves again
+(they get partitions back, and must not trust what they had stored for them).
+
 That the two share the partitions is checked on the broker (both members of the group hold
 partitions of fixes.raw) and on each worker's metrics (both handle fixes before the kill).
 faust's own ``BROKER_SESSION_TIMEOUT`` is lowered so the group notices the dead member in 10 s.
@@ -310,42 +314,12 @@ async def test_survivor_takes_over_killed_workers_couriers_with_their_state(sett
         assert killed_at < len(sent), "the stream should go on after the kill"
 
         # 5. Everything B ends with (the last window released by its timer), committed.
-        want = expected(
-            settings,
-            sent,
-            quiet_until=max(f.received_at for f in sent) + timedelta(seconds=2 * WINDOW_S),
-            **PROCESSING,
+        want = expected_run(settings, sent)
+        context = (
+            f"worker-a had partitions {sorted(a_parts)} and committed {a_committed} at the kill "
+            f"after handling {a_in:.0f} fixes; {killed_at} of {len(sent)} fixes sent before it"
         )
-        deadline = time.monotonic() + 60
-        while True:
-            done = await committed(settings, set(range(settings.worker_partitions)))
-            if sum(done.values()) >= len(sent):
-                break
-            assert b.proc.poll() is None, b.tail()
-            assert time.monotonic() < deadline, (
-                f"b committed {done} of {len(sent)} fixes (per partition: "
-                f"{dict(Counter(partition_of(raw_key(f)) for f in sent))}); worker-a had "
-                f"{sorted(a_parts)}, committed {a_committed} at the kill\n{b.tail()}"
-            )
-            await asyncio.sleep(0.5)
-        want_ids = {f.fix_id for f in want.clean}
-        clean = await consume(
-            settings,
-            "fixes.clean",
-            lambda rs: {r["fix_id"] for r in rs} >= want_ids,
-            45,
-            b.proc,
-        )
-        missing = want_ids - {r["fix_id"] for r in clean}
-        if missing:
-            raise AssertionError(
-                f"{len(missing)} fixes never reached fixes.clean: {sorted(missing)[:12]}\n"
-                + await whereabouts(settings, missing)
-                + f"\nworker-a had partitions {sorted(a_parts)}, committed {a_committed} at the "
-                f"kill, after handling {a_in:.0f} fixes; {len(sent)} sent, {killed_at} before the "
-                f"kill; worker-b handled {b.fixes_in():.0f}\n{b.tail()}"
-            )
-        got = {name: await read_to_end(settings, name) for name in OUTPUTS}
+        got = await committed_outputs(settings, sent, want, [b], context)
     finally:
         stream.stop_after = 0
         if producing is not None:
@@ -354,17 +328,161 @@ async def test_survivor_takes_over_killed_workers_couriers_with_their_state(sett
             stop_worker(w.proc)
         await drop_internal_topics(settings)
 
-    kill_context = (
-        f"worker-a had partitions {sorted(a_parts)} and committed {a_committed} at the kill "
-        f"after handling {a_in:.0f} fixes; {killed_at} of {len(sent)} fixes sent before it"
-    )
     # The kill cut through state that A had committed and B needed: A's couriers have trips
     # and stops that began before A's last commit and ended after the kill.
     crossing = crossing_records(sent, a_parts, a_committed, killed_at, want)
     assert crossing["trips"], crossing
     assert crossing["stops"], crossing
+    assert_one_run_exactly_once(
+        got,
+        want,
+        lambda fix_ids: (
+            f"{context}; duplicated fixes by where they were in fixes.raw: "
+            f"{locate(sent, a_parts, a_committed, killed_at, fix_ids)}"
+        ),
+    )
 
-    # Every output of the two workers together is one uninterrupted run's, exactly once.
+
+async def test_partitions_moving_between_live_workers_lose_and_repeat_nothing(settings, tmp_path):
+    """A third worker joins and leaves again while the stream flows: A and B lose partitions
+    while they are alive (their open transactions are aborted by the newcomer) and get them
+    back when it leaves; the outputs are still one uninterrupted run's, exactly once."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    fixes = traces(start, MAX_ROUNDS)
+    a = launch(settings, tmp_path, "worker-a")
+    b = launch(settings, tmp_path, "worker-b")
+    workers = [a, b]
+    stream = Stream(settings, fixes)
+    producing: asyncio.Task[None] | None = None
+    history: list[dict[str, set[int]]] = []
+    try:
+        history.append(
+            await wait_for_group(
+                settings,
+                lambda m: set(m) == {a.name, b.name} and all(m.values()),
+                workers,
+                "group of both workers sharing fixes.raw",
+                120,
+            )
+        )
+        producing = asyncio.create_task(stream.run())
+        await processed_rounds(stream, workers, 20)
+
+        c = launch(settings, tmp_path, "worker-c")
+        workers.append(c)
+        history.append(
+            await wait_for_group(
+                settings,
+                lambda m: set(m) == {a.name, b.name, c.name} and all(m.values()),
+                workers,
+                "group of three workers",
+                120,
+            )
+        )
+        await processed_rounds(stream, workers, 20)
+
+        stop_worker(c.proc)  # SIGTERM: it commits and leaves the group
+        history.append(
+            await wait_for_group(
+                settings,
+                lambda m: (
+                    set(m) == {a.name, b.name}
+                    and sum(map(len, m.values())) == settings.worker_partitions
+                ),
+                [a, b],
+                "both workers holding every partition again",
+                120,
+            )
+        )
+        stream.stop_after = stream.rounds + AFTER_TAKEOVER_ROUNDS
+        await producing
+        sent = stream.sent
+        want = expected_run(settings, sent)
+        context = f"assignments of fixes.raw, in turn: {history}"
+        got = await committed_outputs(settings, sent, want, [a, b], context)
+    finally:
+        stream.stop_after = 0
+        if producing is not None:
+            await asyncio.gather(producing, return_exceptions=True)
+        for w in workers:
+            stop_worker(w.proc)
+        await drop_internal_topics(settings)
+
+    # The newcomer took partitions from both live workers.
+    first, with_c = history[0], history[1]
+    assert with_c[a.name] < first[a.name], history
+    assert with_c[b.name] < first[b.name], history
+    assert_one_run_exactly_once(got, want, lambda fix_ids: context)
+
+
+async def processed_rounds(stream: Stream, workers: list[Worker], rounds: int) -> None:
+    """Wait until ``rounds`` more rounds were sent and every worker handled fixes meanwhile."""
+    target = stream.rounds + rounds
+    before = {w.name: w.fixes_in() for w in workers}
+    deadline = time.monotonic() + 90
+    while stream.rounds < target or any(w.fixes_in() <= before[w.name] for w in workers):
+        for w in workers:
+            assert w.proc.poll() is None, w.tail()
+        assert time.monotonic() < deadline, "\n".join(w.tail() for w in workers)
+        await asyncio.sleep(0.2)
+
+
+def expected_run(settings: Settings, sent: list[IngestedFix]) -> Outputs:
+    """One uninterrupted run over ``sent``, the last window released by the idle timer."""
+    return expected(
+        settings,
+        sent,
+        quiet_until=max(f.received_at for f in sent) + timedelta(seconds=2 * WINDOW_S),
+        **PROCESSING,
+    )
+
+
+async def committed_outputs(
+    settings: Settings,
+    sent: list[IngestedFix],
+    want: Outputs,
+    survivors: list[Worker],
+    context: str,
+) -> dict[str, list[dict]]:
+    """Every output topic's committed records, once the survivors have committed every fix
+    sent and every wanted clean fix is there (or an error saying where the missing went)."""
+    deadline = time.monotonic() + 60
+    while True:
+        done = await committed(settings, set(range(settings.worker_partitions)))
+        if sum(done.values()) >= len(sent):
+            break
+        for w in survivors:
+            assert w.proc.poll() is None, w.tail()
+        assert time.monotonic() < deadline, (
+            f"committed {done} of {len(sent)} fixes (per partition: "
+            f"{dict(Counter(partition_of(raw_key(f)) for f in sent))}); {context}\n"
+            + "\n".join(w.tail() for w in survivors)
+        )
+        await asyncio.sleep(0.5)
+    want_ids = {f.fix_id for f in want.clean}
+    clean = await consume(
+        settings,
+        "fixes.clean",
+        lambda rs: {r["fix_id"] for r in rs} >= want_ids,
+        45,
+        survivors[0].proc,
+    )
+    missing = want_ids - {r["fix_id"] for r in clean}
+    if missing:
+        raise AssertionError(
+            f"{len(missing)} fixes never reached fixes.clean: {sorted(missing)[:12]}\n"
+            + await whereabouts(settings, missing)
+            + f"\n{context}; {len(sent)} fixes sent\n"
+            + "\n".join(w.tail() for w in survivors)
+        )
+    return {name: await read_to_end(settings, name) for name in OUTPUTS}
+
+
+def assert_one_run_exactly_once(
+    got: dict[str, list[dict]], want: Outputs, context: Callable[[set[str]], str]
+) -> None:
+    """Every output of the workers together is one uninterrupted run's, exactly once;
+    ``context(fix_ids)`` explains duplicates."""
     wanted = {
         "fixes.clean": want.clean,
         "fixes.rejected": want.rejected,
@@ -378,8 +496,7 @@ async def test_survivor_takes_over_killed_workers_couriers_with_their_state(sett
         twice = {k: n for k, n in counts.items() if n > 1}
         assert not twice, (
             f"{name}: {len(twice)} records emitted more than once: {list(twice)[:5]}; "
-            f"{kill_context}, duplicated fixes by where they were in fixes.raw: "
-            f"{locate(sent, a_parts, a_committed, killed_at, twice_fix_ids(got[name], twice))}"
+            f"{context(twice_fix_ids(got[name], twice))}"
         )
         want_by_id = {tuple(r[f] for f in fields): r for r in map(as_json, wanted[name])}
         got_by_id = {tuple(r[f] for f in fields): r for r in got[name]}
