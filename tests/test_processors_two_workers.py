@@ -321,12 +321,7 @@ async def test_survivor_takes_over_killed_workers_couriers_with_their_state(sett
         )
         got = await committed_outputs(settings, sent, want, [b], context)
     finally:
-        stream.stop_after = 0
-        if producing is not None:
-            await asyncio.gather(producing, return_exceptions=True)
-        for w in workers:
-            stop_worker(w.proc)
-        await drop_internal_topics(settings)
+        await tear_down(settings, stream, producing, workers)
 
     # The kill cut through state that A had committed and B needed: A's couriers have trips
     # and stops that began before A's last commit and ended after the kill.
@@ -401,18 +396,28 @@ async def test_partitions_moving_between_live_workers_lose_and_repeat_nothing(se
         context = f"assignments of fixes.raw, in turn: {history}"
         got = await committed_outputs(settings, sent, want, [a, b], context)
     finally:
-        stream.stop_after = 0
-        if producing is not None:
-            await asyncio.gather(producing, return_exceptions=True)
-        for w in workers:
-            stop_worker(w.proc)
-        await drop_internal_topics(settings)
+        await tear_down(settings, stream, producing, workers)
 
     # The newcomer took partitions from both live workers.
     first, with_c = history[0], history[1]
     assert with_c[a.name] < first[a.name], history
     assert with_c[b.name] < first[b.name], history
     assert_one_run_exactly_once(got, want, lambda fix_ids: context)
+
+
+async def tear_down(
+    settings: Settings,
+    stream: Stream,
+    producing: asyncio.Task[None] | None,
+    workers: list[Worker],
+) -> None:
+    """Stop the stream and the workers, and drop the workers' internal topics."""
+    stream.stop_after = 0
+    if producing is not None:
+        await asyncio.gather(producing, return_exceptions=True)
+    for w in workers:
+        stop_worker(w.proc)
+    await drop_internal_topics(settings)
 
 
 async def processed_rounds(stream: Stream, workers: list[Worker], rounds: int) -> None:
