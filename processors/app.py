@@ -408,19 +408,20 @@ class Wiring:
     async def start_position(self, tp: TopicPartition) -> int:
         """Where a newly assigned partition resumes: the group's committed offset."""
         reader = await self.group_offsets()
-        tp = TopicPartition(tp.topic, tp.partition)
-        committed: int | None = await reader.committed(tp)
-        if committed is not None:
-            return committed
-        first: int = (await reader.beginning_offsets([tp]))[tp]
+        committed: int | None = await reader.committed(TopicPartition(tp.topic, tp.partition))
+        return committed if committed is not None else await self.first_offset(tp)
+
+    async def first_offset(self, tp: TopicPartition) -> int:
+        """The offset of ``tp``'s oldest record still on the broker."""
+        reader = await self.group_offsets()
+        plain = TopicPartition(tp.topic, tp.partition)
+        first: int = (await reader.beginning_offsets([plain]))[plain]
         return first
 
     async def rewind(self, tp: TopicPartition) -> None:
         """Seek ``tp`` back to its position, or on to its first record if retention deleted
         the records from there (they can never be processed, and that is said loudly)."""
-        reader = await self.group_offsets()
-        plain = TopicPartition(tp.topic, tp.partition)
-        first: int = (await reader.beginning_offsets([plain]))[plain]
+        first = await self.first_offset(tp)
         position = self.positions.next[tp]
         if first > position:
             log.error("%s: records %d..%d expired before they were processed", tp, position, first)
