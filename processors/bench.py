@@ -193,10 +193,11 @@ async def _drop_prefix(settings: Settings) -> None:
         await admin.close()
 
 
-def _fixes_in(port: int) -> float | None:
+def fixes_in(port: int, timeout_s: float = 2.0) -> float | None:
     """The worker's ``geostream_processor_fixes_in_total``, or None while it cannot answer."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=timeout_s) as answer:
             text = answer.read().decode()
     except OSError:
         return None
@@ -236,7 +237,7 @@ def worker_rate(settings: Settings, fixes: int, data_dir: Path) -> float:
         while not samples or samples[-1][1] < 0.9 * fixes:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker stopped or stalled; see {data_dir / 'worker.log'}")
-            taken = _fixes_in(port)
+            taken = fixes_in(port)
             if taken is not None:
                 samples.append((time.perf_counter(), taken))
             time.sleep(0.05)

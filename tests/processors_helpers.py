@@ -11,7 +11,6 @@ import asyncio
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -129,12 +128,6 @@ def day_route() -> list[IngestedFix]:
 GAP_S = 20.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         return response.read().decode()
@@ -245,12 +238,16 @@ async def consume(
         while not done(records) and loop.time() < deadline:
             if worker is not None and worker.poll() is not None:
                 raise AssertionError(f"worker exited with {worker.returncode}")
-            batches = await consumer.getmany(timeout_ms=500)
-            for batch in batches.values():
-                records += [orjson.loads(m.value) for m in batch]
+            records += await fetched(consumer)
     finally:
         await consumer.stop()
     return records
+
+
+async def fetched(consumer: AIOKafkaConsumer) -> list[dict]:
+    """The JSON records of one fetch (up to half a second's wait)."""
+    batches = await consumer.getmany(timeout_ms=500)
+    return [orjson.loads(m.value) for batch in batches.values() for m in batch]
 
 
 async def drop_internal_topics(settings: Settings) -> None:

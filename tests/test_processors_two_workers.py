@@ -41,9 +41,8 @@ from processors_helpers import (
     consume,
     drop_internal_topics,
     expected,
-    free_port,
+    fetched,
     raw_key,
-    scrape,
     start_worker,
     stop_worker,
     topic_reader,
@@ -51,8 +50,9 @@ from processors_helpers import (
 
 from config.settings import Settings
 from geostream.kafka import admin_client, create_consumer, create_producer, topic_name
+from geostream.stack.system import free_port
 from processors.app import app_id
-from processors.bench import courier_fixes
+from processors.bench import courier_fixes, fixes_in
 from processors.pipeline import Outputs
 from schemas.records import IngestedFix
 from schemas.wire import encode
@@ -101,14 +101,7 @@ class Worker:
 
     def fixes_in(self) -> float:
         """Fixes the worker has handled (0 until its metrics endpoint is up)."""
-        try:
-            text = scrape(self.metrics_port)
-        except OSError:  # URLError included
-            return 0.0
-        for line in text.splitlines():
-            if line.startswith("geostream_processor_fixes_in_total "):
-                return float(line.split()[1])
-        return 0.0
+        return fixes_in(self.metrics_port, timeout_s=10) or 0.0
 
     def tail(self, lines: int = 12) -> str:
         """The start and end of the worker's log (the first error usually says why)."""
@@ -199,9 +192,7 @@ async def read_to_end(
         end = await consumer.end_offsets(tps)
         while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
             assert time.monotonic() < deadline, f"{logical}: not read to {end} in {limit_s} s"
-            batches = await consumer.getmany(timeout_ms=500)
-            for batch in batches.values():
-                records += [orjson.loads(m.value) for m in batch]
+            records += await fetched(consumer)
     finally:
         await consumer.stop()
     return records

@@ -20,7 +20,6 @@ from processors_helpers import (
     drop_internal_topics,
     expected,
     fix,
-    free_port,
     produce,
     scrape,
     shifted,
@@ -28,6 +27,7 @@ from processors_helpers import (
     stop_worker,
 )
 
+from geostream.stack.system import free_port
 from schemas.records import IngestedFix
 
 pytestmark = pytest.mark.stack
