@@ -114,7 +114,7 @@ async def measure(count: int) -> BenchResult:
     result = BenchResult("kafka", "Raw Kafka limits for IngestedFix records")
     result.add("records", count, "")
     result.add("record size", sum(len(v) for _, v in records) / count, "bytes")
-    result.add("raw produce (acks=all, idempotent, lz4)", produce, "records/s")
+    result.add("raw produce (acks=all, idempotent, zstd)", produce, "records/s")
     result.add("raw consume (one aiokafka consumer)", consume, "records/s")
     result.notes.append("single local broker on loopback, 6 partitions, 1,000 couriers")
     return result

@@ -5,7 +5,7 @@ JSON arrays of up to :data:`FIXES_PER_RECORD` fixes, in whole record batches
 (:func:`geostream.kafka.send_batches`), since every Kafka record costs tens of microseconds
 in each process that handles it. The partition is chosen with the
 producer's default partitioner, so the placement equals what ``send(key=...)`` would pick.
-The producer comes from :func:`geostream.kafka.create_producer` (acks=all, idempotent, lz4).
+The producer comes from :func:`geostream.kafka.create_producer` (acks=all, idempotent, zstd).
 """
 
 from __future__ import annotations

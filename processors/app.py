@@ -41,6 +41,7 @@ from prometheus_client import start_http_server
 
 from config.settings import Settings, get_settings
 from geostream.kafka import (
+    COMPRESSION_TYPE,
     create_consumer,
     create_producer,
     create_topics,
@@ -762,7 +763,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
         # outputs of many fixes per produce request (the transaction commit flushes anyway)
         producer_linger=0.05,
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
-        producer_compression_type="lz4",
+        producer_compression_type=COMPRESSION_TYPE,
         web_enabled=False,
         key_serializer="raw",
         value_serializer="raw",
