@@ -207,6 +207,12 @@ class Settings(BaseSettings):
     worker_idle_interval_s: float = Field(
         default=15.0, gt=0, description="How often the worker's timer closes idle trips."
     )
+    worker_state_cache: int = Field(
+        default=20_000,
+        ge=1,
+        description="Courier states the worker keeps decoded in memory (about 5.6 KB each); "
+        "the table holds every courier.",
+    )
     worker_guarantee: str = Field(
         default="exactly_once",
         pattern="^(exactly_once|at_least_once)$",

@@ -60,9 +60,8 @@ from schemas.wire import WireError, decode_many, encode
 
 log = logging.getLogger("geostream.processors")
 
-#: Decoded states kept in memory (the oldest entries are dropped first; the table,
-#: 1.5 KB per courier, holds every courier). 20,000 couriers: about 200 MB of Python objects.
-CACHE_MAX = 20_000
+#: Partition hashes of courier keys remembered (murmur2 in Python costs more than a lookup).
+KEY_HASHES_MAX = 20_000
 
 #: How long a batch of up to WORKER_BATCH_MAX events waits to fill.
 BATCH_WITHIN_S = 0.05
@@ -221,8 +220,7 @@ class Wiring:
         else:
             state = self.processor.new_state(org_id, courier_id)
         self.cache[key] = state
-        if len(self.cache) > CACHE_MAX:
-            # Decoded states cost ~10 KB of Python objects each; the table keeps them all.
+        if len(self.cache) > self.settings.worker_state_cache:  # the oldest goes first
             del self.cache[next(iter(self.cache))]
         self.metrics.couriers.set(len(self.cache))
         return state
@@ -263,11 +261,10 @@ class Wiring:
     def keep_partitions(self, assigned: Iterable[Any]) -> None:
         """After a rebalance, forget the couriers of partitions this worker no longer owns.
 
-        The couriers of partitions it keeps stay cached: their states may be ahead of the
-        table's store, whose recovery replays only committed changelog records, while the
-        transaction holding their latest change is still open (faust keeps the transactions
-        of retained partitions going across a rebalance). Another worker may have changed the
-        others meanwhile, so they are read from the table again if they come back.
+        Another worker may have changed those meanwhile, so they are read from the table again
+        if they come back. The couriers of partitions it keeps stay cached: faust commits every
+        published batch when the rebalance starts (``stream_wait_empty``), so the table's
+        recovery of those partitions ends at the same states.
         """
         assigned = set(assigned)
         mine = {tp.partition for tp in assigned if tp.topic == self.raw_topic}
@@ -608,7 +605,7 @@ class Wiring:
             return 0
         hashed = self.key_hashes.get(key)
         if hashed is None:
-            if len(self.key_hashes) > CACHE_MAX:
+            if len(self.key_hashes) > KEY_HASHES_MAX:
                 self.key_hashes.clear()
             hashed = self.key_hashes[key] = murmur2(key) & 0x7FFFFFFF
         return hashed % count
@@ -764,6 +761,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
         producer_linger=0.05,
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         producer_compression_type=COMPRESSION_TYPE,
+        # A revocation waits for the batches in hand and commits them, so the changelog that
+        # recovery replays into the kept partitions' stores is never behind the worker.
+        stream_wait_empty=True,
         web_enabled=False,
         key_serializer="raw",
         value_serializer="raw",

@@ -111,9 +111,11 @@ class Worker:
         return f"--- {self.name} log (exit {self.proc.poll()}):\n" + "\n".join(shown)
 
 
-def launch(settings: Settings, tmp: Path, name: str) -> Worker:
+def launch(settings: Settings, tmp: Path, name: str, state_cache: int | None = None) -> Worker:
     port = free_port()
     extra = {f"GEOSTREAM_{k.upper()}": str(v) for k, v in PROCESSING.items()}
+    if state_cache is not None:
+        extra["GEOSTREAM_WORKER_STATE_CACHE"] = str(state_cache)
     extra["BROKER_CLIENT_ID"] = name  # names the group member, so its assignment is known
     extra["BROKER_SESSION_TIMEOUT"] = str(SESSION_TIMEOUT_S)
     log = tmp / f"{name}.log"
@@ -335,8 +337,10 @@ async def test_partitions_moving_between_live_workers_lose_and_repeat_nothing(se
     back when it leaves; the outputs are still one uninterrupted run's, exactly once."""
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
     fixes = traces(start, MAX_ROUNDS)
-    a = launch(settings, tmp_path, "worker-a")
-    b = launch(settings, tmp_path, "worker-b")
+    # Two decoded states at most: nearly every fix reads its courier from the table's store,
+    # which each rebalance rebuilds from the committed changelog.
+    a = launch(settings, tmp_path, "worker-a", state_cache=2)
+    b = launch(settings, tmp_path, "worker-b", state_cache=2)
     workers = [a, b]
     stream = Stream(settings, fixes)
     producing: asyncio.Task[None] | None = None
