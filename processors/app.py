@@ -344,7 +344,7 @@ class Wiring:
                 state = self.load(fix_key, fix.org_id, fix.courier_id, event)
                 if fix_key not in applied:
                     if self.already_applied(state, message.partition, message.offset):
-                        self.metrics.fixes_out.labels("replayed", "").inc()
+                        self.metrics.replayed_out.inc()
                         continue
                     applied.add(fix_key)
                     state.source_partition = message.partition
@@ -491,9 +491,9 @@ class Wiring:
             late += fix.is_late
             m.latency.observe(max(0.0, now - fix.received_at.timestamp()))
         if result.clean:
-            m.fixes_out.labels("clean", "").inc(len(result.clean) - late)
+            m.clean_out.inc(len(result.clean) - late)
             if late:
-                m.fixes_out.labels("late", "").inc(late)
+                m.late_out.inc(late)
         for rej in result.rejected:
             out.add("fixes.rejected", key, encode(rej))
             m.fixes_out.labels("rejected", rej.reason).inc()
