@@ -14,7 +14,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # README.md is matched by a wildcard so the build works before the README exists.
-COPY pyproject.toml README.m[d] ./
+COPY pyproject.toml setup.py README.m[d] ./
 COPY config/ config/
 COPY geostream/ geostream/
 COPY ingest/ ingest/

@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The C extension (processors/_window.c) is built by the install: a change to it reinstalls.
+$(STAMP): pyproject.toml setup.py processors/_window.c
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
 		{ echo "geostream needs Python 3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

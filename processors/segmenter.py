@@ -18,7 +18,9 @@ can a dropped point matter; then our window may be slightly smaller than theirs,
 lets a stop start a few fixes later. The reference comparison in tests/ measures this.
 
 Other differences: the stop centre is the mean of its fixes (MovingPandas: the per-axis median),
-and distances are haversine rather than on the ellipsoid.
+distances are haversine rather than on the ellipsoid, and points collinear but for rounding
+measure the segment between the farthest two, not GEOS's rectangle of them (which can leave
+points out; see processors/_window.c).
 """
 
 from __future__ import annotations
@@ -28,14 +30,12 @@ from array import array
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from processors._window import window_stopped
 from processors.geo import (
-    box_cut_factor,
     convex_hull,
     haversine_m,
     hull_indices,
     inside_convex,
-    mrr_diagonal_bound,
-    mrr_diagonal_bound3,
     mrr_diagonal_lonlat,
 )
 
@@ -143,23 +143,16 @@ class SegParams:
 
 
 def _window_stopped(window: list[WPoint], max_diameter: float) -> bool:
-    lats = [p.lat for p in window]
-    lons = [p.lon for p in window]
-    min_lat = min(lats)
-    max_lat = max(lats)
-    min_lon = min(lons)
-    max_lon = max(lons)
-    box = haversine_m(min_lat, min_lon, max_lat, max_lon)
-    if box >= max_diameter * box_cut_factor(max(-min_lat, max_lat)):
-        return False  # exact: the rectangle's diagonal cannot be below the limit
-    if len(window) == 2:
-        return haversine_m(lats[0], lons[0], lats[1], lons[1]) < max_diameter
-    # Exact shortcut: the rectangle's diagonal cannot reach the bound (see geo).
-    if mrr_diagonal_bound(max_lon - min_lon, max_lat - min_lat) < max_diameter:
-        return True
-    if len(window) == 3 and box < max_diameter and mrr_diagonal_bound3(lons, lats) < max_diameter:
-        return True  # three points of a ride: cheaper than GEOS (tried where it may succeed)
-    return mrr_diagonal_lonlat(lons, lats) < max_diameter
+    """MovingPandas' "is stopped": the window's stop rectangle fits ``max_diameter``.
+
+    :mod:`processors._window` answers without GEOS wherever the answer is certain (nearly
+    always); GEOS decides the rest (a diagonal within 1e-7 of the limit, or a near-tie of
+    rectangles).
+    """
+    decided = window_stopped(window, max_diameter)
+    if decided is not None:
+        return decided
+    return mrr_diagonal_lonlat([p.lon for p in window], [p.lat for p in window]) < max_diameter
 
 
 def _fold(window: list[WPoint], keep: set[int]) -> list[WPoint]:

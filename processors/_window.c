@@ -1,0 +1,249 @@
+/*
+ * processors._window: the stop rule's "does the window fit?" in C (see processors/segmenter.py).
+ *
+ * MovingPandas' rule: the diagonal (first to third corner) of GEOS's minimum rotated rectangle
+ * of the (lon, lat) points, measured on the sphere, is below max_diameter. Asking GEOS through
+ * shapely costs ~6 us a window, most of it in numpy and ufunc calls, and the worker asks once
+ * or twice per fix. This module answers the same question without GEOS where the answer is
+ * certain and says "don't know" (None) otherwise; the caller then asks GEOS.
+ *
+ * Certain means: GEOS's rectangle is the minimum-area one, which stands on an edge of the
+ * convex hull. We compute that rectangle on every hull edge (rotating calipers); which of its
+ * two diagonals GEOS lists first depends on how GEOS builds the ring, so both are measured,
+ * on every rectangle within a hair of the minimum area (GEOS may settle a near-tie otherwise).
+ * If all those diagonals are below max_diameter by a margin (MARGIN relative plus MARGIN_M)
+ * the window fits; if all are above it by the margin it does not; otherwise None. The margin
+ * dwarfs the rounding by which GEOS's corners can differ from ours.
+ *
+ * Where GEOS sees collinear points it answers with the segment between the extreme ones.
+ * Where they are collinear but for rounding (a hull thinner than THIN_DEG, 0.1 mm) it
+ * sometimes answers with a rectangle that leaves points out: three points in a straight line
+ * 80 m long measure 40 m. That is a GEOS bug, not MovingPandas' rule, so this module measures
+ * the segment between the farthest points there too, as for collinear ones. Segments (and two
+ * points) are measured with processors.geo.haversine_m's very operations: no margin needed.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdlib.h>
+
+#define EARTH_RADIUS_M 6371008.8
+#define MARGIN 1e-7
+#define MARGIN_M 1e-6 /* metres: GEOS's corners are off by some ulps of 180 degrees (3 nm) */
+#define AREA_TIE 1e-6
+#define THIN_DEG 1e-9
+#define STACK_POINTS 64
+
+static const double RAD = 3.141592653589793 / 180.0;
+
+typedef struct {
+    double lon, lat; /* as given: sorted, told apart and measured by these */
+    double x, y;     /* relative to the first point: shapes are computed with these */
+} Pt;
+
+/* processors.geo.haversine_m, operation for operation. */
+static double haversine_m(double lat1, double lon1, double lat2, double lon2) {
+    double p1 = lat1 * RAD;
+    double p2 = lat2 * RAD;
+    double dp = p2 - p1;
+    double dl = (lon2 - lon1) * RAD;
+    double s1 = sin(dp / 2);
+    double s2 = sin(dl / 2);
+    double a = s1 * s1 + cos(p1) * cos(p2) * (s2 * s2);
+    double r = sqrt(a);
+    return 2 * EARTH_RADIUS_M * asin(r < 1.0 ? r : 1.0);
+}
+
+static int cmp_pt(const void *a, const void *b) {
+    const Pt *p = a, *q = b;
+    if (p->lon != q->lon) return p->lon < q->lon ? -1 : 1;
+    if (p->lat != q->lat) return p->lat < q->lat ? -1 : 1;
+    return 0;
+}
+
+static double cross(Pt o, Pt a, Pt b) {
+    return (a.x - o.x) * (b.y - o.y) - (a.y - o.y) * (b.x - o.x);
+}
+
+/* Andrew's monotone chain over pts (sorted and made unique in place); counter-clockwise,
+ * collinear points dropped. hull needs room for n + 1 points; returns its vertex count. */
+static Py_ssize_t convex_hull(Pt *pts, Py_ssize_t n, Pt *hull) {
+    qsort(pts, (size_t)n, sizeof(Pt), cmp_pt);
+    Py_ssize_t m = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (m == 0 || cmp_pt(&pts[i], &pts[m - 1]) != 0) pts[m++] = pts[i];
+    }
+    n = m;
+    if (n <= 2) {
+        for (Py_ssize_t i = 0; i < n; i++) hull[i] = pts[i];
+        return n;
+    }
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        while (k >= 2 && cross(hull[k - 2], hull[k - 1], pts[i]) <= 0) k--;
+        hull[k++] = pts[i];
+    }
+    for (Py_ssize_t i = n - 2, lower = k + 1; i >= 0; i--) {
+        while (k >= lower && cross(hull[k - 2], hull[k - 1], pts[i]) <= 0) k--;
+        hull[k++] = pts[i];
+    }
+    return k - 1; /* the last point is the first again */
+}
+
+/* Verdict of one measured length: 1 fits, 0 does not, -1 too close to tell. */
+static int verdict(double length, double max_diameter) {
+    double margin = MARGIN * max_diameter + MARGIN_M;
+    if (length < max_diameter - margin) return 1;
+    if (length >= max_diameter + margin) return 0;
+    return -1;
+}
+
+/* The rule for a segment (two points, or points on a line): its length, exactly. */
+static int segment_fits(Pt a, Pt b, double max_diameter) {
+    return haversine_m(a.lat, a.lon, b.lat, b.lon) < max_diameter;
+}
+
+/* Combine verdicts: -2 is "none yet". */
+static int combine(int so_far, int v) {
+    if (so_far == -2) return v;
+    return so_far == v ? v : -1;
+}
+
+/* The rectangle decision for hull h (n >= 3 vertices). */
+static int rectangle_verdict(const Pt *h, Py_ssize_t n, double max_diameter) {
+    double min_area = INFINITY;
+    double areas[STACK_POINTS];
+    double *area = n <= STACK_POINTS ? areas : malloc(sizeof(double) * (size_t)n);
+    if (area == NULL) return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Pt a = h[i], b = h[(i + 1) % n];
+        double ex = b.x - a.x, ey = b.y - a.y, len = hypot(ex, ey);
+        area[i] = INFINITY;
+        if (len == 0.0) continue;
+        double ux = ex / len, uy = ey / len, lo_u = 0, hi_u = 0, lo_v = 0, hi_v = 0;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            double dx = h[j].x - a.x, dy = h[j].y - a.y;
+            double u = dx * ux + dy * uy, v = -dx * uy + dy * ux;
+            if (u < lo_u) lo_u = u;
+            if (u > hi_u) hi_u = u;
+            if (v < lo_v) lo_v = v;
+            if (v > hi_v) hi_v = v;
+        }
+        area[i] = (hi_u - lo_u) * (hi_v - lo_v);
+        if (area[i] < min_area) min_area = area[i];
+    }
+    /* Thinner than THIN_DEG: the segment between the farthest hull points (see the top). */
+    double extent = 0.0;
+    Py_ssize_t far_a = 0, far_b = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        for (Py_ssize_t j = i + 1; j < n; j++) {
+            double d = hypot(h[j].x - h[i].x, h[j].y - h[i].y);
+            if (d > extent) {
+                extent = d;
+                far_a = i;
+                far_b = j;
+            }
+        }
+    }
+    if (!(min_area > THIN_DEG * extent)) {
+        if (area != areas) free(area);
+        return segment_fits(h[far_a], h[far_b], max_diameter);
+    }
+    int result = -2;
+    for (Py_ssize_t i = 0; i < n && result != -1; i++) {
+        if (!(area[i] <= min_area * (1.0 + AREA_TIE))) continue;
+        Pt a = h[i], b = h[(i + 1) % n];
+        double ex = b.x - a.x, ey = b.y - a.y, len = hypot(ex, ey);
+        double ux = ex / len, uy = ey / len, lo_u = 0, hi_u = 0, lo_v = 0, hi_v = 0;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            double dx = h[j].x - a.x, dy = h[j].y - a.y;
+            double u = dx * ux + dy * uy, v = -dx * uy + dy * ux;
+            if (u < lo_u) lo_u = u;
+            if (u > hi_u) hi_u = u;
+            if (v < lo_v) lo_v = v;
+            if (v > hi_v) hi_v = v;
+        }
+        /* corner (s, t) = a + s u + t v, in (lon, lat) */
+        double x00 = a.lon + lo_u * ux - lo_v * uy, y00 = a.lat + lo_u * uy + lo_v * ux;
+        double x11 = a.lon + hi_u * ux - hi_v * uy, y11 = a.lat + hi_u * uy + hi_v * ux;
+        double x10 = a.lon + hi_u * ux - lo_v * uy, y10 = a.lat + hi_u * uy + lo_v * ux;
+        double x01 = a.lon + lo_u * ux - hi_v * uy, y01 = a.lat + lo_u * uy + hi_v * ux;
+        result = combine(result, verdict(haversine_m(y00, x00, y11, x11), max_diameter));
+        result = combine(result, verdict(haversine_m(y10, x10, y01, x01), max_diameter));
+    }
+    if (area != areas) free(area);
+    return result == -2 ? -1 : result;
+}
+
+static int read_point(PyObject *item, double *lat, double *lon) {
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 3) {
+        PyErr_SetString(PyExc_TypeError, "window points are (t_ms, lat, lon, ...) tuples");
+        return -1;
+    }
+    *lat = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
+    *lon = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 2));
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *window_stopped(PyObject *self, PyObject *args) {
+    PyObject *window;
+    double max_diameter;
+    if (!PyArg_ParseTuple(args, "O!d:window_stopped", &PyList_Type, &window, &max_diameter)) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(window);
+    if (n < 2) return PyBool_FromLong(max_diameter > 0.0);
+    Pt stack_pts[STACK_POINTS], stack_hull[STACK_POINTS + 1];
+    Pt *pts = stack_pts, *hull = stack_hull;
+    if (n > STACK_POINTS) {
+        pts = PyMem_Malloc(sizeof(Pt) * (size_t)n);
+        hull = PyMem_Malloc(sizeof(Pt) * (size_t)(n + 1));
+        if (pts == NULL || hull == NULL) {
+            PyMem_Free(pts == stack_pts ? NULL : pts);
+            PyMem_Free(hull == stack_hull ? NULL : hull);
+            return PyErr_NoMemory();
+        }
+    }
+    PyObject *answer = NULL;
+    double lat0, lon0, lat, lon;
+    if (read_point(PyList_GET_ITEM(window, 0), &lat0, &lon0) < 0) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (read_point(PyList_GET_ITEM(window, i), &lat, &lon) < 0) goto done;
+        pts[i].lon = lon;
+        pts[i].lat = lat;
+        pts[i].x = lon - lon0;
+        pts[i].y = lat - lat0;
+    }
+    if (n == 2) {
+        answer = PyBool_FromLong(haversine_m(lat0, lon0, lat, lon) < max_diameter);
+        goto done;
+    }
+    Py_ssize_t h = convex_hull(pts, n, hull);
+    int v;
+    if (h == 1) {
+        v = max_diameter > 0.0;
+    } else if (h == 2) { /* GEOS's answer for collinear points too: the extreme ones */
+        v = segment_fits(hull[0], hull[1], max_diameter);
+    } else {
+        v = rectangle_verdict(hull, h, max_diameter);
+    }
+    answer = v < 0 ? Py_NewRef(Py_None) : PyBool_FromLong(v);
+done:
+    if (pts != stack_pts) PyMem_Free(pts);
+    if (hull != stack_hull) PyMem_Free(hull);
+    return answer;
+}
+
+static PyMethodDef methods[] = {
+    {"window_stopped", window_stopped, METH_VARARGS,
+     "window_stopped(window, max_diameter, /)\n--\n\n"
+     "Whether the window's stop rectangle fits max_diameter; None where only GEOS can tell."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_window", "The stop window test without GEOS where it is certain.",
+    -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__window(void) { return PyModule_Create(&module); }
