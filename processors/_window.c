@@ -185,30 +185,38 @@ static int read_point(PyObject *item, double *lat, double *lon) {
     return PyErr_Occurred() ? -1 : 0;
 }
 
-static PyObject *window_stopped(PyObject *self, PyObject *args) {
-    PyObject *window;
-    double max_diameter;
-    if (!PyArg_ParseTuple(args, "O!d:window_stopped", &PyList_Type, &window, &max_diameter)) {
+static PyObject *window_stopped(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "window_stopped(window, max_diameter)");
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(window);
-    if (n < 2) return PyBool_FromLong(max_diameter > 0.0);
+    double max_diameter = PyFloat_AsDouble(args[1]);
+    if (max_diameter == -1.0 && PyErr_Occurred()) return NULL;
+    PyObject *window = PySequence_Fast(args[0], "window_stopped: the window is a sequence");
+    if (window == NULL) return NULL;
+    PyObject **items = PySequence_Fast_ITEMS(window);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(window);
+    if (n < 2) {
+        Py_DECREF(window);
+        return PyBool_FromLong(max_diameter > 0.0);
+    }
     Pt stack_pts[STACK_POINTS], stack_hull[STACK_POINTS + 1];
     Pt *pts = stack_pts, *hull = stack_hull;
     if (n > STACK_POINTS) {
         pts = PyMem_Malloc(sizeof(Pt) * (size_t)n);
         hull = PyMem_Malloc(sizeof(Pt) * (size_t)(n + 1));
         if (pts == NULL || hull == NULL) {
-            PyMem_Free(pts == stack_pts ? NULL : pts);
-            PyMem_Free(hull == stack_hull ? NULL : hull);
+            PyMem_Free(pts);
+            PyMem_Free(hull);
+            Py_DECREF(window);
             return PyErr_NoMemory();
         }
     }
     PyObject *answer = NULL;
     double lat0, lon0, lat, lon;
-    if (read_point(PyList_GET_ITEM(window, 0), &lat0, &lon0) < 0) goto done;
+    if (read_point(items[0], &lat0, &lon0) < 0) goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (read_point(PyList_GET_ITEM(window, i), &lat, &lon) < 0) goto done;
+        if (read_point(items[i], &lat, &lon) < 0) goto done;
         pts[i].lon = lon;
         pts[i].lat = lat;
         pts[i].x = lon - lon0;
@@ -231,11 +239,12 @@ static PyObject *window_stopped(PyObject *self, PyObject *args) {
 done:
     if (pts != stack_pts) PyMem_Free(pts);
     if (hull != stack_hull) PyMem_Free(hull);
+    Py_DECREF(window);
     return answer;
 }
 
 static PyMethodDef methods[] = {
-    {"window_stopped", window_stopped, METH_VARARGS,
+    {"window_stopped", (PyCFunction)(void (*)(void))window_stopped, METH_FASTCALL,
      "window_stopped(window, max_diameter, /)\n--\n\n"
      "Whether the window's stop rectangle fits max_diameter; None where only GEOS can tell."},
     {NULL, NULL, 0, NULL},

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -188,3 +189,19 @@ def test_the_c_test_decides_nearly_every_window_of_a_ride(monkeypatch) -> None:
     assert answers.count(None) < 0.01 * len(answers), answers.count(None)
     assert answers.count(True) > 0.2 * len(answers)
     assert answers.count(False) > 0.2 * len(answers)
+
+
+def test_the_c_test_takes_long_windows_and_refuses_bad_points() -> None:
+    """Past 64 points the C test works on the heap; points must be (t, lat, lon, ...) tuples."""
+    ring = [
+        (76.9 + 3e-4 * math.cos(k / 10), 43.2 + 3e-4 * math.sin(k * 1.1 / 10)) for k in range(100)
+    ]
+    for limit in (50.0, 80.0, 120.0):
+        assert window_stopped(_window(ring), limit) == _definition(ring, limit)
+        assert window_stopped(tuple(_window(ring)), limit) == _definition(ring, limit)
+    with pytest.raises(TypeError):
+        window_stopped([(0, 43.2, 76.9), [0, 43.2, 76.9]], 80.0)
+    with pytest.raises(TypeError):
+        window_stopped([(0, "43.2", 76.9), (0, 43.2, 76.9)], 80.0)
+    with pytest.raises(TypeError):
+        window_stopped(None, 80.0)  # type: ignore[arg-type]
