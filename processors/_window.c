@@ -109,28 +109,39 @@ static int combine(int so_far, int v) {
     return so_far == v ? v : -1;
 }
 
+/* The rectangle standing on hull edge i: its axes u, v and extents along them from h[i]. */
+typedef struct {
+    double ux, uy, lo_u, hi_u, lo_v, hi_v, area;
+} Rect;
+
+static Rect edge_rectangle(const Pt *h, Py_ssize_t n, Py_ssize_t i) {
+    Rect r = {0, 0, 0, 0, 0, 0, INFINITY};
+    Pt a = h[i], b = h[(i + 1) % n];
+    double ex = b.x - a.x, ey = b.y - a.y, len = hypot(ex, ey);
+    if (len == 0.0) return r;
+    r.ux = ex / len;
+    r.uy = ey / len;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        double dx = h[j].x - a.x, dy = h[j].y - a.y;
+        double u = dx * r.ux + dy * r.uy, v = -dx * r.uy + dy * r.ux;
+        if (u < r.lo_u) r.lo_u = u;
+        if (u > r.hi_u) r.hi_u = u;
+        if (v < r.lo_v) r.lo_v = v;
+        if (v > r.hi_v) r.hi_v = v;
+    }
+    r.area = (r.hi_u - r.lo_u) * (r.hi_v - r.lo_v);
+    return r;
+}
+
 /* The rectangle decision for hull h (n >= 3 vertices). */
 static int rectangle_verdict(const Pt *h, Py_ssize_t n, double max_diameter) {
+    Rect stack_rects[STACK_POINTS];
+    Rect *rects = n <= STACK_POINTS ? stack_rects : PyMem_Malloc(sizeof(Rect) * (size_t)n);
+    if (rects == NULL) return -1;
     double min_area = INFINITY;
-    double areas[STACK_POINTS];
-    double *area = n <= STACK_POINTS ? areas : malloc(sizeof(double) * (size_t)n);
-    if (area == NULL) return -1;
     for (Py_ssize_t i = 0; i < n; i++) {
-        Pt a = h[i], b = h[(i + 1) % n];
-        double ex = b.x - a.x, ey = b.y - a.y, len = hypot(ex, ey);
-        area[i] = INFINITY;
-        if (len == 0.0) continue;
-        double ux = ex / len, uy = ey / len, lo_u = 0, hi_u = 0, lo_v = 0, hi_v = 0;
-        for (Py_ssize_t j = 0; j < n; j++) {
-            double dx = h[j].x - a.x, dy = h[j].y - a.y;
-            double u = dx * ux + dy * uy, v = -dx * uy + dy * ux;
-            if (u < lo_u) lo_u = u;
-            if (u > hi_u) hi_u = u;
-            if (v < lo_v) lo_v = v;
-            if (v > hi_v) hi_v = v;
-        }
-        area[i] = (hi_u - lo_u) * (hi_v - lo_v);
-        if (area[i] < min_area) min_area = area[i];
+        rects[i] = edge_rectangle(h, n, i);
+        if (rects[i].area < min_area) min_area = rects[i].area;
     }
     /* Thinner than THIN_DEG: the segment between the farthest hull points (see the top). */
     double extent = 0.0;
@@ -145,34 +156,27 @@ static int rectangle_verdict(const Pt *h, Py_ssize_t n, double max_diameter) {
             }
         }
     }
+    int result;
     if (!(min_area > THIN_DEG * extent)) {
-        if (area != areas) free(area);
-        return segment_fits(h[far_a], h[far_b], max_diameter);
-    }
-    int result = -2;
-    for (Py_ssize_t i = 0; i < n && result != -1; i++) {
-        if (!(area[i] <= min_area * (1.0 + AREA_TIE))) continue;
-        Pt a = h[i], b = h[(i + 1) % n];
-        double ex = b.x - a.x, ey = b.y - a.y, len = hypot(ex, ey);
-        double ux = ex / len, uy = ey / len, lo_u = 0, hi_u = 0, lo_v = 0, hi_v = 0;
-        for (Py_ssize_t j = 0; j < n; j++) {
-            double dx = h[j].x - a.x, dy = h[j].y - a.y;
-            double u = dx * ux + dy * uy, v = -dx * uy + dy * ux;
-            if (u < lo_u) lo_u = u;
-            if (u > hi_u) hi_u = u;
-            if (v < lo_v) lo_v = v;
-            if (v > hi_v) hi_v = v;
+        result = segment_fits(h[far_a], h[far_b], max_diameter);
+    } else {
+        result = -2;
+        for (Py_ssize_t i = 0; i < n && result != -1; i++) {
+            Rect r = rects[i];
+            if (!(r.area <= min_area * (1.0 + AREA_TIE))) continue;
+            /* corner (s, t) = h[i] + s u + t v, in (lon, lat) */
+            double x = h[i].lon, y = h[i].lat;
+            double x00 = x + r.lo_u * r.ux - r.lo_v * r.uy, y00 = y + r.lo_u * r.uy + r.lo_v * r.ux;
+            double x11 = x + r.hi_u * r.ux - r.hi_v * r.uy, y11 = y + r.hi_u * r.uy + r.hi_v * r.ux;
+            double x10 = x + r.hi_u * r.ux - r.lo_v * r.uy, y10 = y + r.hi_u * r.uy + r.lo_v * r.ux;
+            double x01 = x + r.lo_u * r.ux - r.hi_v * r.uy, y01 = y + r.lo_u * r.uy + r.hi_v * r.ux;
+            result = combine(result, verdict(haversine_m(y00, x00, y11, x11), max_diameter));
+            result = combine(result, verdict(haversine_m(y10, x10, y01, x01), max_diameter));
         }
-        /* corner (s, t) = a + s u + t v, in (lon, lat) */
-        double x00 = a.lon + lo_u * ux - lo_v * uy, y00 = a.lat + lo_u * uy + lo_v * ux;
-        double x11 = a.lon + hi_u * ux - hi_v * uy, y11 = a.lat + hi_u * uy + hi_v * ux;
-        double x10 = a.lon + hi_u * ux - lo_v * uy, y10 = a.lat + hi_u * uy + lo_v * ux;
-        double x01 = a.lon + lo_u * ux - hi_v * uy, y01 = a.lat + lo_u * uy + hi_v * ux;
-        result = combine(result, verdict(haversine_m(y00, x00, y11, x11), max_diameter));
-        result = combine(result, verdict(haversine_m(y10, x10, y01, x01), max_diameter));
+        if (result == -2) result = -1; /* no rectangle at all: let GEOS answer */
     }
-    if (area != areas) free(area);
-    return result == -2 ? -1 : result;
+    if (rects != stack_rects) PyMem_Free(rects);
+    return result;
 }
 
 static int read_point(PyObject *item, double *lat, double *lon) {
