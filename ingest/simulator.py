@@ -158,8 +158,13 @@ class _Device:
 
 
 def _ms(t: float) -> int:
-    """Whole milliseconds, rounded down: a fix is never stamped after the moment it was taken."""
-    return math.floor(t * 1000)
+    """Whole milliseconds, rounded down: a fix is never stamped after the moment it was taken.
+
+    ``t * 1000`` can round up to the next whole millisecond (1795002722.2779999 s gives
+    1795002722278.0), so the result is checked the way a reader converts it back.
+    """
+    ms = math.floor(t * 1000)
+    return ms - 1 if ms / 1000 > t else ms
 
 
 def _rfc3339(t: float) -> str:

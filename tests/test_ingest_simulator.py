@@ -7,7 +7,7 @@ import random
 import statistics
 from collections.abc import Iterator
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ingest.simulator import (
@@ -15,6 +15,7 @@ from ingest.simulator import (
     Upload,
     _Device,
     _fix_epoch,
+    _rfc3339,
     courier_uploads,
     distance_m,
 )
@@ -109,3 +110,9 @@ def test_noise_follows_the_reported_accuracy() -> None:
     within = sum(r <= 1.0 for r in ratios) / len(ratios)
     assert 0.55 < within < 0.8
     assert statistics.median(poor) > 3 * statistics.median(good)
+
+
+@example(1795002722.2779999)  # t * 1000 rounds up to a whole millisecond
+@given(st.floats(min_value=1.6e9, max_value=2.2e9, allow_nan=False))
+def test_a_stamp_is_never_after_its_moment(t: float) -> None:
+    assert _fix_epoch({"ts": _rfc3339(t)}) <= t
