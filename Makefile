@@ -9,11 +9,11 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# The C extension (processors/_window.c) is built by the install: a change to it reinstalls.
-$(STAMP): pyproject.toml setup.py processors/_window.c
+# The C extension (processors/_geometry.c) is built by the install: a change to it reinstalls.
+$(STAMP): pyproject.toml setup.py processors/_geometry.c
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
 		{ echo "geostream needs Python 3.11"; exit 1; }
-	@# processors/_window.c is built by the install: a C compiler and Python's headers
+	@# processors/_geometry.c is built by the install: a C compiler and Python's headers
 	$(PYTHON) -c 'import os, shutil, sys, sysconfig; sys.exit(not (shutil.which("gcc") and \
 		os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))))' || \
 		{ [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive \

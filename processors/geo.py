@@ -1,37 +1,39 @@
 """Small, fast planar and spherical geometry for per-fix processing (pure, no I/O).
 
 The worker calls these once or more per fix, so they are plain-float functions rather than
-shapely objects: building a shapely geometry costs more than the whole cleaning step. Distances
+shapely objects: building a shapely geometry costs more than the whole cleaning step. The
+hottest (``haversine_m``, ``convex_hull``) are C, in :mod:`processors._geometry`. Distances
 are haversine on a sphere (R = 6,371,008.8 m); hulls are computed in degrees, relative to a
 window's first point. The stop rectangle is MovingPandas' (GEOS's), asked only where the C
-module :mod:`processors._window` cannot be certain.
+window test cannot be certain.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from math import asin, cos, sin, sqrt
 from typing import Any
 
 import numpy as np
 import shapely
 from shapely import lib as _lib
 
+from processors._geometry import convex_hull, haversine_m
+
+__all__ = [
+    "EARTH_RADIUS_M",
+    "bearing_deg",
+    "convex_hull",
+    "haversine_m",
+    "hull_indices",
+    "inside_convex",
+    "mrr_diagonal_lonlat",
+]
+
 EARTH_RADIUS_M = 6_371_008.8
 _RAD = math.pi / 180.0
 
 Point2 = tuple[float, float]
-
-
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in metres."""
-    p1 = lat1 * _RAD
-    p2 = lat2 * _RAD
-    dp = p2 - p1
-    dl = (lon2 - lon1) * _RAD
-    a = sin(dp / 2) ** 2 + cos(p1) * cos(p2) * sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * asin(min(1.0, sqrt(a)))
 
 
 def bearing_deg(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -47,24 +49,6 @@ def bearing_deg(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 def _cross(o: Point2, a: Point2, b: Point2) -> float:
     return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-
-def convex_hull(points: Sequence[Point2]) -> list[Point2]:
-    """Counter-clockwise hull vertices (Andrew's monotone chain); collinear points dropped."""
-    pts = sorted(set(points))
-    if len(pts) <= 2:
-        return list(pts)
-    lower: list[Point2] = []
-    for p in pts:
-        while len(lower) >= 2 and _cross(lower[-2], lower[-1], p) <= 0:
-            lower.pop()
-        lower.append(p)
-    upper: list[Point2] = []
-    for p in reversed(pts):
-        while len(upper) >= 2 and _cross(upper[-2], upper[-1], p) <= 0:
-            upper.pop()
-        upper.append(p)
-    return lower[:-1] + upper[:-1]
 
 
 def hull_indices(points: Sequence[Point2]) -> set[int]:
@@ -122,7 +106,7 @@ def mrr_diagonal_lonlat(lons: Sequence[float], lats: Sequence[float]) -> float:
     third corners on the Earth. Which diagonal is measured matters (degrees of longitude are
     shorter than degrees of latitude), so this uses shapely's rectangle. Distance: haversine
     (MovingPandas: the ellipsoid; they differ by well under 1 %). The worker asks only where
-    :mod:`processors._window` cannot be certain.
+    :mod:`processors._geometry` cannot be certain.
     """
     coords = _mrr_coords(lons, lats)
     if len(coords) >= 4:

@@ -20,7 +20,7 @@ lets a stop start a few fixes later. The reference comparison in tests/ measures
 Other differences: the stop centre is the mean of its fixes (MovingPandas: the per-axis median),
 distances are haversine rather than on the ellipsoid, and points collinear but for rounding
 measure the segment between the farthest two, not GEOS's rectangle of them (which can leave
-points out; see processors/_window.c).
+points out; see processors/_geometry.c).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from processors._window import window_stopped
+from processors._geometry import window_stopped
 from processors.geo import (
     convex_hull,
     haversine_m,
@@ -145,7 +145,7 @@ class SegParams:
 def _window_stopped(window: list[WPoint], max_diameter: float) -> bool:
     """MovingPandas' "is stopped": the window's stop rectangle fits ``max_diameter``.
 
-    :mod:`processors._window` answers without GEOS wherever the answer is certain (nearly
+    :mod:`processors._geometry` answers without GEOS wherever the answer is certain (nearly
     always); GEOS decides the rest (a diagonal within 1e-7 of the limit, or a near-tie of
     rectangles).
     """

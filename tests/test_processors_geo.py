@@ -1,6 +1,6 @@
 """The stop window test agrees with the definition (pure, no I/O).
 
-The segmenter decides "the window fits" in C (processors/_window.c) and asks GEOS only where
+The segmenter decides "the window fits" in C (processors/_geometry.c) and asks GEOS only where
 that cannot be certain; the answer must be exactly that of MovingPandas' rectangle (GEOS's
 oriented envelope of the MultiPoint, diagonal on the sphere), degenerate inputs included:
 GEOS answers oddly for nearly collinear points, and the C test must not assume a textbook
@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from processors import segmenter
-from processors._window import window_stopped
+from processors._geometry import window_stopped
 from processors.bench import courier_fixes
 from processors.geo import _cross, _mrr_coords, _mrr_coords_multipoint, convex_hull, haversine_m
 from processors.segmenter import Segmenter, SegParams, SegState, WPoint, _window_stopped
@@ -76,7 +76,7 @@ def test_linestring_rectangle_is_the_multipoint_rectangle(pts: list[tuple[float,
     assert repr(_mrr_coords(lons, lats)) == repr(_mrr_coords_multipoint(pts).tolist())
 
 
-THIN_DEG = 1e-9  # processors/_window.c
+THIN_DEG = 1e-9  # processors/_geometry.c
 
 
 def _width_and_ends(pts: list[tuple[float, float]]) -> tuple[float, int, int]:
@@ -101,7 +101,7 @@ def _diagonal(pts: list[tuple[float, float]]) -> float:
     """MovingPandas' stop diameter: GEOS's rectangle of the MultiPoint, first to third corner
     on the sphere. Points collinear but for rounding (a hull under THIN_DEG wide) measure the
     segment between the farthest two, as GEOS answers for collinear points: its rectangle of
-    those can leave points out (see processors/_window.c). Two points: their distance."""
+    those can leave points out (see processors/_geometry.c). Two points: their distance."""
     lons, lats = [p[0] for p in pts], [p[1] for p in pts]
     width, i, j = _width_and_ends(pts)
     if width <= THIN_DEG:
@@ -205,3 +205,54 @@ def test_the_c_test_takes_long_windows_and_refuses_bad_points() -> None:
         window_stopped([(0, "43.2", 76.9), (0, 43.2, 76.9)], 80.0)
     with pytest.raises(TypeError):
         window_stopped(None, 80.0)  # type: ignore[arg-type]
+
+
+def _haversine_reference(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """The Python haversine that processors._geometry.haversine_m replaced."""
+    rad = math.pi / 180.0
+    p1, p2 = lat1 * rad, lat2 * rad
+    dp, dl = p2 - p1, (lon2 - lon1) * rad
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6_371_008.8 * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _hull_reference(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The Python monotone chain that processors._geometry.convex_hull replaced."""
+    pts = sorted(set(points))
+    if len(pts) <= 2:
+        return pts
+    lower: list[tuple[float, float]] = []
+    for p in pts:
+        while len(lower) >= 2 and _cross(lower[-2], lower[-1], p) <= 0:
+            lower.pop()
+        lower.append(p)
+    upper: list[tuple[float, float]] = []
+    for p in reversed(pts):
+        while len(upper) >= 2 and _cross(upper[-2], upper[-1], p) <= 0:
+            upper.pop()
+        upper.append(p)
+    return lower[:-1] + upper[:-1]
+
+
+latitudes = st.floats(min_value=-90.0, max_value=90.0)
+longitudes = st.floats(min_value=-180.0, max_value=180.0)
+
+
+@PROPS
+@given(latitudes, longitudes, latitudes, longitudes)
+def test_c_haversine_is_the_python_formula_to_the_bit(
+    lat1: float, lon1: float, lat2: float, lon2: float
+) -> None:
+    assert repr(haversine_m(lat1, lon1, lat2, lon2)) == repr(
+        _haversine_reference(lat1, lon1, lat2, lon2)
+    )
+
+
+@PROPS
+@given(point_sets())
+def test_c_hull_is_the_python_hull(pts: list[tuple[float, float]]) -> None:
+    """The same vertices in the same order, relative to the first point as the segmenter asks
+    and absolute, duplicates and collinear runs included."""
+    relative = [(x - pts[0][0], y - pts[0][1]) for x, y in pts]
+    for points in (pts, relative, pts + pts[::-1]):
+        assert convex_hull(points) == _hull_reference(points)

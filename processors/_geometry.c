@@ -1,6 +1,12 @@
 /*
- * processors._window: the stop rule's "does the window fit?" in C (see processors/segmenter.py).
+ * processors._geometry: the per-fix geometry of the processors in C, where Python's call and
+ * float overheads were most of the cost: haversine_m, convex_hull and the stop rule's window
+ * test (see processors/geo.py and processors/segmenter.py).
  *
+ * haversine_m and convex_hull compute exactly what their Python definitions did, operation
+ * for operation (setup.py turns off fused multiply-adds): the same doubles come out.
+ *
+ * window_stopped answers "does the window fit?".
  * MovingPandas' rule: the diagonal (first to third corner) of GEOS's minimum rotated rectangle
  * of the (lon, lat) points, measured on the sphere, is below max_diameter. Asking GEOS through
  * shapely costs ~6 us a window, most of it in numpy and ufunc calls, and the worker asks once
@@ -190,6 +196,7 @@ static int read_point(PyObject *item, double *lat, double *lon) {
 }
 
 static PyObject *window_stopped(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "window_stopped(window, max_diameter)");
         return NULL;
@@ -247,7 +254,72 @@ done:
     return answer;
 }
 
+static PyObject *py_haversine_m(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "haversine_m(lat1, lon1, lat2, lon2)");
+        return NULL;
+    }
+    double v[4];
+    for (int i = 0; i < 4; i++) {
+        v[i] = PyFloat_AsDouble(args[i]);
+        if (v[i] == -1.0 && PyErr_Occurred()) return NULL;
+    }
+    return PyFloat_FromDouble(haversine_m(v[0], v[1], v[2], v[3]));
+}
+
+static PyObject *py_convex_hull(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "convex_hull(points)");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(args[0], "convex_hull: the points are a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Pt stack_pts[STACK_POINTS], stack_hull[STACK_POINTS + 1];
+    Pt *pts = stack_pts, *hull = stack_hull;
+    PyObject *answer = NULL;
+    if (n > STACK_POINTS) {
+        pts = PyMem_Malloc(sizeof(Pt) * (size_t)n);
+        hull = PyMem_Malloc(sizeof(Pt) * (size_t)(n + 1));
+        if (pts == NULL || hull == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = items[i];
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "convex_hull: points are (x, y) tuples");
+            goto done;
+        }
+        pts[i].x = pts[i].lon = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 0));
+        pts[i].y = pts[i].lat = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
+        if (PyErr_Occurred()) goto done;
+    }
+    Py_ssize_t h = convex_hull(pts, n, hull);
+    answer = PyList_New(h);
+    for (Py_ssize_t i = 0; answer != NULL && i < h; i++) {
+        PyObject *point = Py_BuildValue("(dd)", hull[i].x, hull[i].y);
+        if (point == NULL) Py_CLEAR(answer);
+        else PyList_SET_ITEM(answer, i, point);
+    }
+done:
+    if (pts != stack_pts) PyMem_Free(pts);
+    if (hull != stack_hull) PyMem_Free(hull);
+    Py_DECREF(seq);
+    return answer;
+}
+
 static PyMethodDef methods[] = {
+    {"haversine_m", (PyCFunction)(void (*)(void))py_haversine_m, METH_FASTCALL,
+     "haversine_m(lat1, lon1, lat2, lon2, /)\n--\n\nGreat-circle distance in metres "
+     "(R = 6,371,008.8 m)."},
+    {"convex_hull", (PyCFunction)(void (*)(void))py_convex_hull, METH_FASTCALL,
+     "convex_hull(points, /)\n--\n\nCounter-clockwise hull vertices of (x, y) points "
+     "(Andrew's monotone chain); collinear points dropped."},
     {"window_stopped", (PyCFunction)(void (*)(void))window_stopped, METH_FASTCALL,
      "window_stopped(window, max_diameter, /)\n--\n\n"
      "Whether the window's stop rectangle fits max_diameter; None where only GEOS can tell."},
@@ -255,8 +327,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_window", "The stop window test without GEOS where it is certain.",
+    PyModuleDef_HEAD_INIT, "_geometry", "The processors' per-fix geometry in C.",
     -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__window(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__geometry(void) { return PyModule_Create(&module); }

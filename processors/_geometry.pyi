@@ -1,0 +1,10 @@
+from collections.abc import Sequence
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float, /) -> float:
+    """Great-circle distance in metres (R = 6,371,008.8 m)."""
+
+def convex_hull(points: Sequence[tuple[float, float]], /) -> list[tuple[float, float]]:
+    """Counter-clockwise hull vertices (Andrew's monotone chain); collinear points dropped."""
+
+def window_stopped(window: Sequence[tuple[object, ...]], max_diameter: float, /) -> bool | None:
+    """Whether the window's stop rectangle fits ``max_diameter``; None where only GEOS can tell."""
