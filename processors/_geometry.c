@@ -6,12 +6,12 @@
  * haversine_m and convex_hull compute exactly what their Python definitions did, operation
  * for operation (setup.py turns off fused multiply-adds): the same doubles come out.
  *
- * window_stopped answers "does the window fit?".
- * MovingPandas' rule: the diagonal (first to third corner) of GEOS's minimum rotated rectangle
- * of the (lon, lat) points, measured on the sphere, is below max_diameter. Asking GEOS through
- * shapely costs ~6 us a window, most of it in numpy and ufunc calls, and the worker asks once
- * or twice per fix. This module answers the same question without GEOS where the answer is
- * certain and says "don't know" (None) otherwise; the caller then asks GEOS.
+ * window_stopped answers "does the window fit?". MovingPandas' rule: the diagonal (first to
+ * third corner) of GEOS's minimum rotated rectangle of the (lon, lat) points, measured on the
+ * sphere, is below max_diameter. Asking GEOS through shapely costs ~6 us a window, most of it
+ * in numpy and ufunc calls, and the worker asks once or twice per fix. This answers the same
+ * question without GEOS where the answer is certain and says "don't know" (None) otherwise;
+ * the caller then asks GEOS.
  *
  * Certain means: GEOS's rectangle is the minimum-area one, which stands on an edge of the
  * convex hull. We compute that rectangle on every hull edge (rotating calipers); which of its
@@ -26,7 +26,7 @@
  * sometimes answers with a rectangle that leaves points out: three points in a straight line
  * 80 m long measure 40 m. That is a GEOS bug, not MovingPandas' rule, so this module measures
  * the segment between the farthest points there too, as for collinear ones. Segments (and two
- * points) are measured with processors.geo.haversine_m's very operations: no margin needed.
+ * points) are measured with haversine_m itself, exactly: no margin needed.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -47,7 +47,7 @@ typedef struct {
     double x, y;     /* relative to the first point: shapes are computed with these */
 } Pt;
 
-/* processors.geo.haversine_m, operation for operation. */
+/* The Python haversine it replaced, operation for operation (the tests keep that one). */
 static double haversine_m(double lat1, double lon1, double lat2, double lon2) {
     double p1 = lat1 * RAD;
     double p2 = lat2 * RAD;
