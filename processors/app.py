@@ -782,7 +782,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
         await wiring.tick()
 
     # Not on revocation: the (eager) rebalance protocol revokes every partition first, also
-    # those the worker gets back, whose transactions faust keeps open across the rebalance.
+    # those the worker gets back, whose cached states stay right (see keep_partitions).
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
         app.consumer._filter_committable_offsets = wiring.committable_offsets
