@@ -38,9 +38,6 @@ from schemas.records import CourierEvent, EnrichedFix, IngestedFix, Rejection, S
 _FIX_FIELDS = tuple(IngestedFix.__dataclass_fields__)
 _ENRICHED_FIELDS = tuple(EnrichedFix.__dataclass_fields__)
 assert _ENRICHED_FIELDS[: len(_FIX_FIELDS)] == _FIX_FIELDS
-#: Slot setters of EnrichedFix in field order: the hot path fills a new instance through them
-#: (what the frozen dataclass's ``__init__`` does, minus its per-field ``object.__setattr__``).
-_ENRICHED_SETTERS = tuple(getattr(EnrichedFix, name).__set__ for name in _ENRICHED_FIELDS)
 _new = object.__new__
 
 
@@ -317,7 +314,8 @@ class CourierProcessor:
     ) -> EnrichedFix:
         """The fix with its derived fields; times in UTC, tagged ``raw_fixes``.
 
-        Equal to ``EnrichedFix(**fields)``, filled slot by slot (see ``_ENRICHED_SETTERS``).
+        Equal to ``EnrichedFix(**fields)``: the instance dict is filled at once, where the frozen
+        dataclass's ``__init__`` calls ``object.__setattr__`` per field.
         """
         ts = fix.ts
         received_at = fix.received_at
@@ -350,8 +348,7 @@ class CourierProcessor:
             self._expires_at("raw_fixes", fix.org_id, ts),
         )
         record: EnrichedFix = _new(EnrichedFix)
-        for setter, value in zip(_ENRICHED_SETTERS, values, strict=True):
-            setter(record, value)
+        record.__dict__.update(zip(_ENRICHED_FIELDS, values, strict=True))
         return record
 
     def _rejection(self, st: CourierState, fix: IngestedFix, reason: str, detail: str) -> Rejection:
