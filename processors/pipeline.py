@@ -36,9 +36,9 @@ from processors.zones import Geofences, ZoneState, track_zones
 from schemas.records import CourierEvent, EnrichedFix, IngestedFix, Rejection, Stop, Trip
 
 _FIX_FIELDS = tuple(IngestedFix.__dataclass_fields__)
-_ENRICHED_FIELDS = tuple(EnrichedFix.__dataclass_fields__)
-assert _ENRICHED_FIELDS[: len(_FIX_FIELDS)] == _FIX_FIELDS
+assert tuple(EnrichedFix.__dataclass_fields__)[: len(_FIX_FIELDS)] == _FIX_FIELDS
 _new = object.__new__
+_set_attr = object.__setattr__
 
 
 def ms_to_dt(t_ms: int) -> datetime:
@@ -314,41 +314,29 @@ class CourierProcessor:
     ) -> EnrichedFix:
         """The fix with its derived fields; times in UTC, tagged ``raw_fixes``.
 
-        Equal to ``EnrichedFix(**fields)``: the instance dict is filled at once, where the frozen
-        dataclass's ``__init__`` calls ``object.__setattr__`` per field.
+        Equal to ``EnrichedFix(**fields)``, built from a copy of the fix's instance dict (its
+        fields, in order: an EnrichedFix's first fields) rather than through the frozen
+        dataclass's ``__init__``, which calls ``object.__setattr__`` per field.
         """
         ts = fix.ts
         received_at = fix.received_at
-        values = (
-            fix.fix_id,
-            ts if ts.tzinfo is UTC else ts.astimezone(UTC),
-            fix.lat,
-            fix.lon,
-            fix.accuracy_m,
-            fix.speed_mps,
-            fix.heading_deg,
-            fix.altitude_m,
-            fix.provider,
-            fix.battery_pct,
-            fix.is_mock,
-            fix.schema_version,
-            fix.org_id,
-            fix.courier_id,
-            fix.device_id,
-            received_at if received_at.tzinfo is UTC else received_at.astimezone(UTC),
-            distance_m,
-            derived_speed_mps,
-            derived_heading_deg,
-            odometer_m,
-            zone_ids,
-            trip_id,
-            stop_id,
-            is_late,
-            "raw_fixes",
-            self._expires_at("raw_fixes", fix.org_id, ts),
-        )
+        fields = dict(fix.__dict__)
+        if ts.tzinfo is not UTC:
+            fields["ts"] = ts.astimezone(UTC)
+        if received_at.tzinfo is not UTC:
+            fields["received_at"] = received_at.astimezone(UTC)
+        fields["distance_m"] = distance_m
+        fields["derived_speed_mps"] = derived_speed_mps
+        fields["derived_heading_deg"] = derived_heading_deg
+        fields["odometer_m"] = odometer_m
+        fields["zone_ids"] = zone_ids
+        fields["trip_id"] = trip_id
+        fields["stop_id"] = stop_id
+        fields["is_late"] = is_late
+        fields["retention_class"] = "raw_fixes"
+        fields["expires_at"] = self._expires_at("raw_fixes", fix.org_id, ts)
         record: EnrichedFix = _new(EnrichedFix)
-        record.__dict__.update(zip(_ENRICHED_FIELDS, values, strict=True))
+        _set_attr(record, "__dict__", fields)
         return record
 
     def _rejection(self, st: CourierState, fix: IngestedFix, reason: str, detail: str) -> Rejection:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -15,6 +16,8 @@ from processors_helpers import T0, config, day_route, fix, offset, processor, ru
 from processors import state as state_codec
 from processors.pipeline import CourierProcessor
 from processors.zones import Geofences, ZoneState, track_zones
+from schemas.records import EnrichedFix
+from schemas.wire import encode
 
 
 def test_day_route_gives_two_stops_and_two_trips():
@@ -322,3 +325,25 @@ def test_config_from_settings_defaults():
     c = config()
     assert c.retention is not None
     assert CourierProcessor(c).retention.period("trips") == timedelta(days=180)
+
+
+def test_clean_fixes_equal_the_records_their_constructor_builds() -> None:
+    """The hot path builds EnrichedFix from the fix's instance dict; it must equal, field for
+    field and byte for byte on the wire, what ``EnrichedFix(**fields)`` builds."""
+    plus_two = timezone(timedelta(hours=2))
+    fixes = [
+        replace(f, ts=f.ts.astimezone(plus_two)) if i % 3 == 0 else f
+        for i, f in enumerate(day_route())
+    ]
+    late = replace(fixes[5], fix_id="late-one", received_at=fixes[-1].received_at)
+    _, out = run(processor(), [*fixes, late])
+    assert any(f.is_late for f in out.clean)
+    assert len(out.clean) > 100
+    for clean in out.clean:
+        rebuilt = EnrichedFix(
+            **{name: getattr(clean, name) for name in EnrichedFix.__dataclass_fields__}
+        )
+        assert clean == rebuilt
+        assert encode(clean) == encode(rebuilt)
+        assert clean.ts.tzinfo is UTC
+        assert clean.received_at.tzinfo is UTC
