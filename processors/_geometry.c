@@ -1,7 +1,12 @@
 /*
  * processors._geometry: the per-fix geometry of the processors in C, where Python's call and
- * float overheads were most of the cost: haversine_m, convex_hull and the stop rule's window
- * test (see processors/geo.py and processors/segmenter.py).
+ * float overheads were most of the cost: haversine_m, convex_hull, the stop rule's window
+ * test and the simplification of trip paths (see processors/geo.py and processors/segmenter.py).
+ *
+ * simplified_indices is GEOS's Douglas-Peucker simplification of a line (shapely's
+ * simplify(preserve_topology=False) of a LineString), which costs far less than building the
+ * shapely geometry it was asked through: the same rule and the same distance arithmetic
+ * (JTS's point-to-segment distance), so the same points are kept.
  *
  * haversine_m and convex_hull compute exactly what their Python definitions did, operation
  * for operation (setup.py turns off fused multiply-adds): the same doubles come out.
@@ -32,6 +37,7 @@
 #include <Python.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define EARTH_RADIUS_M 6371008.8
 #define MARGIN 1e-7
@@ -313,6 +319,100 @@ done:
     return answer;
 }
 
+/* GEOS's distance from p to segment ab, operation for operation. */
+static double point_to_segment(Pt p, Pt a, Pt b) {
+    if (a.x == b.x && a.y == b.y) return sqrt((p.x - a.x) * (p.x - a.x) + (p.y - a.y) * (p.y - a.y));
+    double len2 = (b.x - a.x) * (b.x - a.x) + (b.y - a.y) * (b.y - a.y);
+    double r = ((p.x - a.x) * (b.x - a.x) + (p.y - a.y) * (b.y - a.y)) / len2;
+    if (r <= 0.0) return sqrt((p.x - a.x) * (p.x - a.x) + (p.y - a.y) * (p.y - a.y));
+    if (r >= 1.0) return sqrt((p.x - b.x) * (p.x - b.x) + (p.y - b.y) * (p.y - b.y));
+    double s = ((a.y - p.y) * (b.x - a.x) - (a.x - p.x) * (b.y - a.y)) / len2;
+    return fabs(s) * sqrt(len2);
+}
+
+/* Douglas-Peucker: keep[k] = 0 for the points dropped. A section (i, j) keeps its farthest
+ * point (the first of equals) and splits there if that point is farther than tolerance;
+ * otherwise all its inner points go. Sections are independent, so a stack replaces GEOS's
+ * recursion. */
+static int douglas_peucker(const Pt *pts, Py_ssize_t n, double tolerance, char *keep) {
+    Py_ssize_t *stack = PyMem_Malloc(sizeof(Py_ssize_t) * 2 * (size_t)n);
+    if (stack == NULL) return -1;
+    Py_ssize_t top = 0;
+    memset(keep, 1, (size_t)n);
+    stack[top++] = 0;
+    stack[top++] = n - 1;
+    while (top > 0) {
+        Py_ssize_t j = stack[--top], i = stack[--top];
+        if (i + 1 >= j) continue;
+        double farthest = -1.0;
+        Py_ssize_t at = i;
+        for (Py_ssize_t k = i + 1; k < j; k++) {
+            double d = point_to_segment(pts[k], pts[i], pts[j]);
+            if (d > farthest) {
+                farthest = d;
+                at = k;
+            }
+        }
+        if (farthest <= tolerance) {
+            memset(keep + i + 1, 0, (size_t)(j - i - 1));
+        } else {
+            stack[top++] = i;
+            stack[top++] = at;
+            stack[top++] = at;
+            stack[top++] = j;
+        }
+    }
+    PyMem_Free(stack);
+    return 0;
+}
+
+static PyObject *simplified_indices(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "simplified_indices(points, tolerance)");
+        return NULL;
+    }
+    double tolerance = PyFloat_AsDouble(args[1]);
+    if (tolerance == -1.0 && PyErr_Occurred()) return NULL;
+    PyObject *seq = PySequence_Fast(args[0], "simplified_indices: the points are a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *answer = NULL;
+    Pt *pts = PyMem_Malloc(sizeof(Pt) * (size_t)(n ? n : 1));
+    char *keep = PyMem_Malloc((size_t)(n ? n : 1));
+    if (pts == NULL || keep == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = items[i];
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "simplified_indices: points are (x, y) tuples");
+            goto done;
+        }
+        pts[i].x = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 0));
+        pts[i].y = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
+        if (PyErr_Occurred()) goto done;
+    }
+    if (n > 0 && douglas_peucker(pts, n, tolerance, keep) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    answer = PyList_New(0);
+    for (Py_ssize_t i = 0; answer != NULL && i < n; i++) {
+        if (!keep[i]) continue;
+        PyObject *index = PyLong_FromSsize_t(i);
+        if (index == NULL || PyList_Append(answer, index) < 0) Py_CLEAR(answer);
+        Py_XDECREF(index);
+    }
+done:
+    PyMem_Free(pts);
+    PyMem_Free(keep);
+    Py_DECREF(seq);
+    return answer;
+}
+
 static PyMethodDef methods[] = {
     {"haversine_m", (PyCFunction)(void (*)(void))py_haversine_m, METH_FASTCALL,
      "haversine_m(lat1, lon1, lat2, lon2, /)\n--\n\nGreat-circle distance in metres "
@@ -323,6 +423,9 @@ static PyMethodDef methods[] = {
     {"window_stopped", (PyCFunction)(void (*)(void))window_stopped, METH_FASTCALL,
      "window_stopped(window, max_diameter, /)\n--\n\n"
      "Whether the window's stop rectangle fits max_diameter; None where only GEOS can tell."},
+    {"simplified_indices", (PyCFunction)(void (*)(void))simplified_indices, METH_FASTCALL,
+     "simplified_indices(points, tolerance, /)\n--\n\n"
+     "Indices of the (x, y) points that GEOS's Douglas-Peucker simplification keeps."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -8,3 +8,6 @@ def convex_hull(points: Sequence[tuple[float, float]], /) -> list[tuple[float, f
 
 def window_stopped(window: Sequence[tuple[object, ...]], max_diameter: float, /) -> bool | None:
     """Whether the window's stop rectangle fits ``max_diameter``; None where only GEOS can tell."""
+
+def simplified_indices(points: Sequence[tuple[float, float]], tolerance: float, /) -> list[int]:
+    """Indices of the (x, y) points that GEOS's Douglas-Peucker simplification keeps."""

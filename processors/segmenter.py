@@ -30,7 +30,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from processors._geometry import window_stopped
+from processors._geometry import simplified_indices, window_stopped
 from processors.geo import (
     convex_hull,
     haversine_m,
@@ -215,13 +215,12 @@ def _points(path: array[int]) -> list[tuple[int, int, int]]:
 def _simplify(
     path: list[tuple[int, int, int]], tolerance_m: float
 ) -> tuple[tuple[float, float], ...]:
-    from shapely import LineString
-
+    """The trip's (lon, lat) line, simplified as ``LineString(coords).simplify(tolerance in
+    degrees, preserve_topology=False)`` would (GEOS's Douglas-Peucker, in C)."""
     coords = [(lon / 1e7, lat / 1e7) for _, lat, lon in path]
-    if len(coords) < 3 or tolerance_m <= 0:
-        return tuple((round(x, 7), round(y, 7)) for x, y in coords)
-    line = LineString(coords).simplify(tolerance_m / 111_320.0, preserve_topology=False)
-    return tuple((round(x, 7), round(y, 7)) for x, y in line.coords)
+    if len(coords) >= 3 and tolerance_m > 0:
+        coords = [coords[i] for i in simplified_indices(coords, tolerance_m / 111_320.0)]
+    return tuple((round(x, 7), round(y, 7)) for x, y in coords)
 
 
 class Segmenter:

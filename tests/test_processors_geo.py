@@ -13,6 +13,7 @@ import math
 from datetime import UTC, datetime
 
 import pytest
+import shapely
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +21,14 @@ from processors import segmenter
 from processors._geometry import window_stopped
 from processors.bench import courier_fixes
 from processors.geo import _cross, _mrr_coords, _mrr_coords_multipoint, convex_hull, haversine_m
-from processors.segmenter import Segmenter, SegParams, SegState, WPoint, _window_stopped
+from processors.segmenter import (
+    Segmenter,
+    SegParams,
+    SegState,
+    WPoint,
+    _simplify,
+    _window_stopped,
+)
 
 PROPS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -256,3 +264,43 @@ def test_c_hull_is_the_python_hull(pts: list[tuple[float, float]]) -> None:
     relative = [(x - pts[0][0], y - pts[0][1]) for x, y in pts]
     for points in (pts, relative, pts + pts[::-1]):
         assert convex_hull(points) == _hull_reference(points)
+
+
+def _simplify_reference(
+    path: list[tuple[int, int, int]], tolerance_m: float
+) -> tuple[tuple[float, float], ...]:
+    """What the segmenter simplified trip paths with before: shapely (GEOS) itself."""
+    coords = [(lon / 1e7, lat / 1e7) for _, lat, lon in path]
+    if len(coords) < 3 or tolerance_m <= 0:
+        return tuple((round(x, 7), round(y, 7)) for x, y in coords)
+    line = shapely.LineString(coords).simplify(tolerance_m / 111_320.0, preserve_topology=False)
+    return tuple((round(x, 7), round(y, 7)) for x, y in line.coords)
+
+
+@st.composite
+def trip_paths(draw: st.DrawFn) -> list[tuple[int, int, int]]:
+    """Paths as the segmenter keeps them (ms, lat e7, lon e7): wiggles, straight runs (ties
+    of distance), repeated points and closed loops, a few metres to tens of kilometres."""
+    lat0 = draw(st.integers(min_value=-800_000_000, max_value=800_000_000))
+    lon0 = draw(st.integers(min_value=-1_790_000_000, max_value=1_790_000_000))
+    scale = draw(st.sampled_from([10, 300, 3_000, 100_000]))
+    steps = draw(
+        st.lists(st.tuples(st.integers(-3, 3), st.integers(-3, 3)), min_size=0, max_size=80)
+    )
+    lat, lon = lat0, lon0
+    path = [(0, lat, lon)]
+    for i, (dlat, dlon) in enumerate(steps, start=1):
+        lat += dlat * scale
+        lon += dlon * scale
+        path.append((i * 1000, lat, lon))
+    if draw(st.booleans()):
+        path.append((len(path) * 1000, lat0, lon0))  # back where it started
+    return path
+
+
+@PROPS
+@given(trip_paths(), st.sampled_from([0.0, 0.5, 5.0, 10.0, 25.0, 200.0, 5_000.0]))
+def test_c_simplification_keeps_what_geos_keeps(
+    path: list[tuple[int, int, int]], tolerance_m: float
+) -> None:
+    assert _simplify(path, tolerance_m) == _simplify_reference(path, tolerance_m)
