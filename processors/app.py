@@ -49,6 +49,7 @@ from geostream.kafka import (
     topic_name,
     topic_specs,
 )
+from processors import eager_wait
 from processors import state as state_codec
 from processors.config import WORKER_BATCH_MAX, ProcessorConfig
 from processors.metrics import WorkerMetrics
@@ -784,6 +785,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
     wiring = Wiring(app, settings)
     wiring.guard_store()
     recover_to_the_broker_highwater()
+    eager_wait.install()
 
     @app.agent(wiring.source, name="process")
     async def process(stream: Any) -> None:
