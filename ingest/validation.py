@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from schemas.records import Fix, in_utc
+from schemas.records import Fix
 from schemas.wire import adapter
 
 FieldKind = Literal["str", "datetime", "float", "literal", "bool"]
@@ -102,8 +102,6 @@ def _spec_from_core(name: str, schema: dict[str, Any]) -> FieldSpec:
     nullable = schema.get("type") == "nullable"
     if nullable:
         schema = schema["schema"]
-    if schema["type"] == "function-after" and schema["function"]["function"] is in_utc:
-        schema = schema["schema"]  # a conversion, not a check (parse_ts returns UTC too)
     kind = schema["type"]
     if kind not in ("str", "datetime", "float", "literal", "bool"):
         raise TypeError(f"Fix.{name}: the gateway validator has no check for {kind!r} fields")

@@ -12,22 +12,12 @@ slots cost a lookup per field both ways (a clean fix encodes in 1.0 µs instead 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, Field
+from pydantic import AwareDatetime, Field
 
 SCHEMA_VERSION: Literal[1] = 1
-
-
-def in_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
-#: An aware timestamp, held in UTC (``datetime.UTC``) whatever offset it came with: the
-#: records' consumers convert it to epoch milliseconds and encode it again, which costs three
-#: times as much with pydantic's own ``TzInfo`` (and what leaves is UTC anyway).
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(in_utc)]
 
 Latitude = Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)]
 Longitude = Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False)]
@@ -51,7 +41,9 @@ class Fix:
     """
 
     fix_id: Annotated[FixId, Field(description="Client-generated unique id; the idempotency key.")]
-    ts: Annotated[UtcDatetime, Field(description="When the fix was taken (RFC 3339 or epoch ms).")]
+    ts: Annotated[
+        AwareDatetime, Field(description="When the fix was taken (RFC 3339 or epoch ms).")
+    ]
     lat: Latitude
     lon: Longitude
     accuracy_m: Annotated[Metres | None, Field(description="Horizontal accuracy radius.")] = None
@@ -74,7 +66,7 @@ class IngestedFix(Fix):
     org_id: Identifier
     courier_id: Identifier
     device_id: Identifier
-    received_at: Annotated[UtcDatetime, Field(description="When the gateway received the batch.")]
+    received_at: Annotated[AwareDatetime, Field(description="When the gateway received the batch.")]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,7 +93,7 @@ class EnrichedFix(IngestedFix):
         bool, Field(description="Arrived after newer fixes; kept for history only.")
     ] = False
     retention_class: RetentionClass = "raw_fixes"
-    expires_at: UtcDatetime
+    expires_at: AwareDatetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,8 +106,8 @@ class Stop:
     stop_id: Annotated[
         str, Field(description="Derived from courier and start time; stable on replay.")
     ]
-    start: UtcDatetime
-    end: UtcDatetime
+    start: AwareDatetime
+    end: AwareDatetime
     lat: Annotated[Latitude, Field(description="Centre of the stop.")]
     lon: Longitude
     duration_s: Seconds
@@ -123,7 +115,7 @@ class Stop:
     zone_id: str | None = None
     is_open: Annotated[bool, Field(description="The courier is still there.")] = False
     retention_class: RetentionClass = "stops"
-    expires_at: UtcDatetime
+    expires_at: AwareDatetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,8 +128,8 @@ class Trip:
     trip_id: Annotated[
         str, Field(description="Derived from courier and start time; stable on replay.")
     ]
-    start: UtcDatetime
-    end: UtcDatetime
+    start: AwareDatetime
+    end: AwareDatetime
     distance_m: Metres
     duration_s: Seconds
     avg_speed_mps: Speed
@@ -156,7 +148,7 @@ class Trip:
         ),
     ]
     retention_class: RetentionClass = "trips"
-    expires_at: UtcDatetime
+    expires_at: AwareDatetime
 
 
 CourierEventKind = Literal[
@@ -173,12 +165,12 @@ class CourierEvent:
     courier_id: Identifier
     event_id: Annotated[str, Field(description="Derived from courier, kind, subject and time.")]
     kind: CourierEventKind
-    ts: UtcDatetime
+    ts: AwareDatetime
     subject_id: Annotated[str, Field(description="The stop, trip or zone the event is about.")]
     lat: Latitude
     lon: Longitude
     retention_class: RetentionClass = "events"
-    expires_at: UtcDatetime
+    expires_at: AwareDatetime
 
 
 RejectionStage = Literal["ingest", "processor", "sink"]
@@ -202,14 +194,14 @@ class Rejection:
     org_id: str | None = None
     courier_id: str | None = None
     fix_id: str | None = None
-    ts: UtcDatetime | None = None
-    rejected_at: UtcDatetime
+    ts: AwareDatetime | None = None
+    rejected_at: AwareDatetime
     record: Annotated[
         dict[str, object] | None,
         Field(description="The refused record's schema fields, for inspection."),
     ] = None
     retention_class: RetentionClass = "technical"
-    expires_at: UtcDatetime
+    expires_at: AwareDatetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -221,7 +213,7 @@ class PrivacyRequest:
     org_id: Identifier
     courier_id: Identifier
     kind: Literal["export", "delete"]
-    requested_at: UtcDatetime
+    requested_at: AwareDatetime
     requested_by: Annotated[str, Field(description="Who asked: the courier or an org operator.")]
 
 

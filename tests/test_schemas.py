@@ -88,14 +88,6 @@ def test_epoch_milliseconds_are_a_timestamp() -> None:
     assert fix.ts == datetime.fromtimestamp(1_795_000_000, UTC)
 
 
-def test_timestamps_decode_to_utc_whatever_their_offset() -> None:
-    raw = {"fix_id": "a", "ts": "2026-11-24T14:00:00.5+02:00", "lat": 0.5, "lon": 0.5}
-    values = [validate(Fix, raw).ts, *(f.ts for f in decode_many(Fix, orjson.dumps([raw])))]
-    for ts in values:
-        assert ts.tzinfo is UTC  # the standard library's, not pydantic's own TzInfo
-        assert ts == datetime(2026, 11, 24, 12, 0, 0, 500_000, UTC)
-
-
 def _ingested(fix_id: str, lat: float = 43.2) -> IngestedFix:
     return IngestedFix(
         fix_id=fix_id, ts=NOW, lat=lat, lon=76.9, org_id="acme", courier_id="c-1",
