@@ -321,9 +321,10 @@ class CourierProcessor:
         ts = fix.ts
         received_at = fix.received_at
         fields = dict(fix.__dict__)
-        if ts.tzinfo is not UTC:
+        # Already in UTC (pydantic's own TzInfo, offset zero) stays: converting costs more.
+        if ts.tzinfo is not UTC and ts.utcoffset():
             fields["ts"] = ts.astimezone(UTC)
-        if received_at.tzinfo is not UTC:
+        if received_at.tzinfo is not UTC and received_at.utcoffset():
             fields["received_at"] = received_at.astimezone(UTC)
         fields["distance_m"] = distance_m
         fields["derived_speed_mps"] = derived_speed_mps
