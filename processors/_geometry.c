@@ -201,15 +201,40 @@ static int read_point(PyObject *item, double *lat, double *lon) {
     return PyErr_Occurred() ? -1 : 0;
 }
 
-static PyObject *window_stopped(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
+/* The arguments (sequence, number) of window_stopped and simplified_indices: the sequence as
+ * a new fast sequence (NULL with an exception set on a bad call) and the number in *value. */
+static PyObject *sequence_and_number(PyObject *const *args, Py_ssize_t nargs, const char *usage,
+                                     double *value) {
     if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "window_stopped(window, max_diameter)");
+        PyErr_SetString(PyExc_TypeError, usage);
         return NULL;
     }
-    double max_diameter = PyFloat_AsDouble(args[1]);
-    if (max_diameter == -1.0 && PyErr_Occurred()) return NULL;
-    PyObject *window = PySequence_Fast(args[0], "window_stopped: the window is a sequence");
+    *value = PyFloat_AsDouble(args[1]);
+    if (*value == -1.0 && PyErr_Occurred()) return NULL;
+    return PySequence_Fast(args[0], usage);
+}
+
+/* (x, y) tuples into pts (x, y and lon, lat alike); -1 with an exception set otherwise. */
+static int read_xy(PyObject **items, Py_ssize_t n, Pt *pts, const char *what) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = items[i];
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_Format(PyExc_TypeError, "%s: points are (x, y) tuples", what);
+            return -1;
+        }
+        pts[i].x = pts[i].lon = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 0));
+        pts[i].y = pts[i].lat = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
+        if (PyErr_Occurred()) return -1;
+    }
+    return 0;
+}
+
+static PyObject *window_stopped(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    double max_diameter;
+    PyObject *window = sequence_and_number(
+        args, nargs, "window_stopped(window, max_diameter): the window is a sequence",
+        &max_diameter);
     if (window == NULL) return NULL;
     PyObject **items = PySequence_Fast_ITEMS(window);
     Py_ssize_t n = PySequence_Fast_GET_SIZE(window);
@@ -295,16 +320,7 @@ static PyObject *py_convex_hull(PyObject *self, PyObject *const *args, Py_ssize_
             goto done;
         }
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = items[i];
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
-            PyErr_SetString(PyExc_TypeError, "convex_hull: points are (x, y) tuples");
-            goto done;
-        }
-        pts[i].x = pts[i].lon = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 0));
-        pts[i].y = pts[i].lat = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
-        if (PyErr_Occurred()) goto done;
-    }
+    if (read_xy(items, n, pts, "convex_hull") < 0) goto done;
     Py_ssize_t h = convex_hull(pts, n, hull);
     answer = PyList_New(h);
     for (Py_ssize_t i = 0; answer != NULL && i < h; i++) {
@@ -368,13 +384,10 @@ static int douglas_peucker(const Pt *pts, Py_ssize_t n, double tolerance, char *
 
 static PyObject *simplified_indices(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "simplified_indices(points, tolerance)");
-        return NULL;
-    }
-    double tolerance = PyFloat_AsDouble(args[1]);
-    if (tolerance == -1.0 && PyErr_Occurred()) return NULL;
-    PyObject *seq = PySequence_Fast(args[0], "simplified_indices: the points are a sequence");
+    double tolerance;
+    PyObject *seq = sequence_and_number(
+        args, nargs, "simplified_indices(points, tolerance): the points are a sequence",
+        &tolerance);
     if (seq == NULL) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
@@ -385,16 +398,7 @@ static PyObject *simplified_indices(PyObject *self, PyObject *const *args, Py_ss
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = items[i];
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
-            PyErr_SetString(PyExc_TypeError, "simplified_indices: points are (x, y) tuples");
-            goto done;
-        }
-        pts[i].x = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 0));
-        pts[i].y = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
-        if (PyErr_Occurred()) goto done;
-    }
+    if (read_xy(items, n, pts, "simplified_indices") < 0) goto done;
     if (n > 0 && douglas_peucker(pts, n, tolerance, keep) < 0) {
         PyErr_NoMemory();
         goto done;
