@@ -106,7 +106,7 @@ class TopicRecords:
         self.topics: dict[str, list[tuple[bytes | None, bytes]]] = {}
         self.latest: dict[bytes | None, bytes] = {}
         self.states: dict[bytes, tuple[CourierState, int]] = {}  # key -> (state, partition)
-        self.changelog: dict[int, list[tuple[bytes | None, bytes]]] = {}  # by partition
+        self.changelog: dict[int, list[tuple[bytes, bytes]]] = {}  # by partition
         self.events: list[Any] = []  # the faust events these records came from
 
     def records(self, name: str) -> list[tuple[bytes | None, bytes]]:
@@ -243,25 +243,45 @@ class Wiring:
         that an ``exactly_once`` commit does not wait for: a commit could then cover a fix
         whose state change lands in the next transaction, and a crash in between would resume
         from an older state. Written here, the state commits exactly with its offsets.
-        The rocksdb store picks its per-partition database by the current event.
         """
-        by_partition: dict[int, Any] = {e.message.partition: e for e in records.events}
-        store = self.table.data
         for key, (state, partition) in records.states.items():
             if self.dirty.get(key) is state:
                 del self.dirty[key]
             data = state_codec.dumps(state)
-            token = _current_event.set(weakref.ref(by_partition[partition]))
-            try:
-                store[key] = data
-            finally:
-                _current_event.reset(token)
             records.changelog.setdefault(partition, []).append((key, data))
             self.metrics.state_bytes.observe(len(data))
             if state.seg.trip is not None or state.buffer:
                 self.idle[key] = partition
             else:
                 self.idle.pop(key, None)
+        self.store_states(records.changelog)
+
+    def store_states(self, by_partition: dict[int, list[tuple[bytes, bytes]]]) -> None:
+        """Put states into the table's local store: with rocksdb, one write per partition
+        database, without its write-ahead log.
+
+        The store only holds what the changelog holds: after a hard stop it is dropped
+        (:func:`prepare_store`), and at every start and rebalance faust replays the changelog
+        into it from the offset it last persisted, which the worker's own writes never move.
+        A write lost with rocksdb's memtable therefore comes back from the changelog, and the
+        log (4 µs of a 6 µs write) buys nothing.
+        """
+        store: Any = self.table.data
+        if not hasattr(store, "_db_for_partition"):  # the memory store: no partitions
+            for pairs in by_partition.values():
+                for key, data in pairs:
+                    store[key] = data
+            return
+        from rocksdict import WriteBatch, WriteOptions  # faust's rocksdb store is rocksdict's
+
+        unlogged = WriteOptions()
+        unlogged.disable_wal = True  # type: ignore[method-assign,assignment]  # a property
+        for partition, pairs in by_partition.items():
+            batch = WriteBatch(raw_mode=True)
+            for key, data in pairs:
+                batch.put(key, data)
+                store._key_index[key] = partition  # where faust's own lookups find it
+            store._db_for_partition(partition).write(batch, unlogged)
 
     def keep_partitions(self, assigned: Iterable[Any]) -> None:
         """After a rebalance, forget the couriers of partitions this worker no longer owns.
@@ -610,8 +630,8 @@ class Wiring:
                 split.setdefault(self.partition_for(key, count), []).append((key, value))
             for partition, part in split.items():
                 await send_batches(producer, topic, partition, part)
-        for partition, part in records.changelog.items():
-            await send_batches(producer, self.changelog_topic, partition, part)
+        for partition, states in records.changelog.items():
+            await send_batches(producer, self.changelog_topic, partition, states)
 
     def partition_for(self, key: bytes | None, count: int) -> int:
         """The default partitioner's choice for ``key`` (murmur2, as every Kafka client)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,18 @@ from config.settings import get_settings
 from processors.app import Wiring, create_app
 
 PARTITIONS = 6
+
+
+@dataclass
+class _Message:
+    partition: int
+
+
+@dataclass
+class _Event:
+    """What the table's store looks at in faust's current event: its message's partition."""
+
+    message: _Message
 
 
 def stored(wiring: Wiring, store_kind: str, partition: int, key: bytes) -> bool:
@@ -41,11 +54,10 @@ async def test_a_lost_partition_is_cleared_so_it_comes_back_from_the_changelog_a
         key = f"acme/c{n}".encode()
         n += 1
         keys.setdefault(wiring.partition_for(key, PARTITIONS), key)
-    for partition, key in keys.items():
-        if store_kind == "rocksdb":  # what write_states does, in the partition's database
-            store._db_for_partition(partition)[key] = b"state"  # type: ignore[attr-defined]
-        else:
-            store[key] = b"state"
+    wiring.store_states({partition: [(key, b"state")] for partition, key in keys.items()})
+    for partition, key in keys.items():  # as the worker reads a courier back (see ``stored``)
+        assert wiring.stored(key, _Event(_Message(partition))) == b"state"
+        assert stored(wiring, store_kind, partition, key)
 
     # 0 and 3 go to another worker, whose producer aborts this worker's open transaction
     await store.on_rebalance(tps(1, 2, 4, 5), tps(0, 3), set(), 2)
