@@ -72,6 +72,10 @@ BATCH_WITHIN_S = 0.05
 #: once the first has left, so small batches would serialise on the broker's round trips.
 PRODUCER_BATCH_BYTES = 512 * 1024
 
+#: How soon the records of partitions that arrived during a rebalance are read again once
+#: it is over (see :meth:`Wiring.reread`).
+REREAD_INTERVAL_S = 1.0
+
 #: How long a batch waits for faust to start the transactional producer of a newly assigned
 #: partition before the worker gives up (and crashes, to be restarted) rather than drop it.
 PRODUCER_WAIT_S = 60.0
@@ -653,7 +657,6 @@ class Wiring:
         on ``fixes.raw`` get no ticks: after downtime their couriers' next fixes are already
         waiting, and a tick overtaking them would split a trip that the data keeps open.
         """
-        await self.reread()
         if self.tick_producer is None:
             self.tick_producer = create_producer(self.settings, client_id="geostream-ticks")
             await self.tick_producer.start()
@@ -815,6 +818,12 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
     @app.timer(interval=settings.worker_idle_interval_s)  # type: ignore[untyped-decorator]
     async def idle_timer() -> None:
         await wiring.tick()
+
+    # Its own timer, not the idle one (which may run rarely): the records a rebalance left
+    # unread may be a partition's last for a while, and nothing else would read them again.
+    @app.timer(interval=REREAD_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def reread_timer() -> None:
+        await wiring.reread()
 
     # Not on revocation: the (eager) rebalance protocol revokes every partition first, also
     # those the worker gets back, whose cached states stay right (see keep_partitions).
