@@ -28,6 +28,7 @@ __all__ = [
     "hull_indices",
     "inside_convex",
     "mrr_diagonal_lonlat",
+    "shapely_point",
 ]
 
 EARTH_RADIUS_M = 6_371_008.8
@@ -59,6 +60,11 @@ def hull_indices(points: Sequence[Point2]) -> set[int]:
 
 _POINT_ALLOW_NAN = np.intc(0)  # shapely.creation.HandleNaN.allow, shapely.points' default
 _MULTIPOINT = np.intc(shapely.GeometryType.MULTIPOINT)
+
+
+def shapely_point(lon: float, lat: float) -> Any:
+    """``shapely.Point(lon, lat)``, built without shapely's Python wrappers (1.5 µs, not 3.5)."""
+    return _lib.points(np.array((lon, lat), dtype=float), _POINT_ALLOW_NAN)
 
 
 def _mrr_coords(lons: Sequence[float], lats: Sequence[float]) -> list[list[float]]:

@@ -20,6 +20,8 @@ from shapely import STRtree
 from shapely.affinity import scale
 from shapely.geometry import shape
 
+from processors.geo import shapely_point
+
 ZONE_KINDS = ("depot", "delivery", "restricted")
 
 
@@ -48,7 +50,7 @@ class Geofences:
 
     def __init__(self, zones: list[Zone]) -> None:
         self.zones = zones
-        self._by_org: dict[str, tuple[STRtree, STRtree, list[Zone], tuple[float, ...]]] = {}
+        self._by_org: dict[str, tuple[STRtree, list[Zone], tuple[float, ...]]] = {}
         orgs: dict[str, list[Zone]] = {}
         for zone in zones:
             orgs.setdefault(zone.org_id, []).append(zone)
@@ -59,12 +61,7 @@ class Geofences:
             for z in org_zones:
                 shapely.prepare(z.geometry)
             bounds = shapely.total_bounds(outers)
-            self._by_org[org_id] = (
-                STRtree([z.geometry for z in org_zones]),
-                STRtree(outers),
-                org_zones,
-                tuple(float(b) for b in bounds),
-            )
+            self._by_org[org_id] = (STRtree(outers), org_zones, tuple(float(b) for b in bounds))
 
     @classmethod
     def from_geojson(cls, data: dict[str, Any], hysteresis_m: float) -> Geofences:
@@ -88,16 +85,29 @@ class Geofences:
         return cls.from_geojson(json.loads(path.read_text()), hysteresis_m)
 
     def lookup(self, org_id: str, lat: float, lon: float) -> tuple[list[str], list[str]]:
-        """(zones containing the point, zones whose hysteresis-grown shape contains it)."""
+        """(zones containing the point, zones whose hysteresis-grown shape contains it).
+
+        One tree query finds the zones whose grown shape's bounding box holds the point (a
+        zone's own box lies inside it); each is then asked on its prepared shapes, which
+        costs a tenth of a tree query with a predicate (and this runs for every fix).
+        """
         entry = self._by_org.get(org_id)
         if entry is None:
             return [], []
-        inner_tree, outer_tree, zones, (minx, miny, maxx, maxy) = entry
+        tree, zones, (minx, miny, maxx, maxy) = entry
         if not (minx <= lon <= maxx and miny <= lat <= maxy):
             return [], []
-        point = shapely.Point(lon, lat)
-        inner = sorted(zones[i].zone_id for i in inner_tree.query(point, predicate="intersects"))
-        outer = sorted(zones[i].zone_id for i in outer_tree.query(point, predicate="intersects"))
+        point = shapely_point(lon, lat)
+        inner: list[str] = []
+        outer: list[str] = []
+        for i in tree.query(point).tolist():
+            zone = zones[i]
+            if zone.outer.intersects(point):
+                outer.append(zone.zone_id)
+            if zone.geometry.intersects(point):
+                inner.append(zone.zone_id)
+        inner.sort()
+        outer.sort()
         return inner, outer
 
     def zone_at(self, org_id: str, lat: float, lon: float) -> str | None:
