@@ -191,6 +191,32 @@ static int rectangle_verdict(const Pt *h, Py_ssize_t n, double max_diameter) {
     return result;
 }
 
+/* Room for n points and their hull (n + 1): on the stack up to STACK_POINTS, else on the heap.
+ * points_room sets an exception and returns -1 if the heap has none; points_free is safe
+ * after either outcome. */
+typedef struct {
+    Pt stack_pts[STACK_POINTS], stack_hull[STACK_POINTS + 1];
+    Pt *pts, *hull;
+} PointsRoom;
+
+static int points_room(PointsRoom *room, Py_ssize_t n) {
+    room->pts = room->stack_pts;
+    room->hull = room->stack_hull;
+    if (n <= STACK_POINTS) return 0;
+    room->pts = PyMem_Malloc(sizeof(Pt) * (size_t)n);
+    room->hull = PyMem_Malloc(sizeof(Pt) * (size_t)(n + 1));
+    if (room->pts == NULL || room->hull == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void points_free(PointsRoom *room) {
+    if (room->pts != room->stack_pts) PyMem_Free(room->pts);
+    if (room->hull != room->stack_hull) PyMem_Free(room->hull);
+}
+
 static int read_point(PyObject *item, double *lat, double *lon) {
     if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 3) {
         PyErr_SetString(PyExc_TypeError, "window points are (t_ms, lat, lon, ...) tuples");
@@ -242,19 +268,10 @@ static PyObject *window_stopped(PyObject *self, PyObject *const *args, Py_ssize_
         Py_DECREF(window);
         return PyBool_FromLong(max_diameter > 0.0);
     }
-    Pt stack_pts[STACK_POINTS], stack_hull[STACK_POINTS + 1];
-    Pt *pts = stack_pts, *hull = stack_hull;
-    if (n > STACK_POINTS) {
-        pts = PyMem_Malloc(sizeof(Pt) * (size_t)n);
-        hull = PyMem_Malloc(sizeof(Pt) * (size_t)(n + 1));
-        if (pts == NULL || hull == NULL) {
-            PyMem_Free(pts);
-            PyMem_Free(hull);
-            Py_DECREF(window);
-            return PyErr_NoMemory();
-        }
-    }
+    PointsRoom room;
     PyObject *answer = NULL;
+    if (points_room(&room, n) < 0) goto done;
+    Pt *pts = room.pts, *hull = room.hull;
     double lat0, lon0, lat, lon;
     if (read_point(items[0], &lat0, &lon0) < 0) goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -279,8 +296,7 @@ static PyObject *window_stopped(PyObject *self, PyObject *const *args, Py_ssize_
     }
     answer = v < 0 ? Py_NewRef(Py_None) : PyBool_FromLong(v);
 done:
-    if (pts != stack_pts) PyMem_Free(pts);
-    if (hull != stack_hull) PyMem_Free(hull);
+    points_free(&room);
     Py_DECREF(window);
     return answer;
 }
@@ -309,19 +325,11 @@ static PyObject *py_convex_hull(PyObject *self, PyObject *const *args, Py_ssize_
     if (seq == NULL) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
-    Pt stack_pts[STACK_POINTS], stack_hull[STACK_POINTS + 1];
-    Pt *pts = stack_pts, *hull = stack_hull;
+    PointsRoom room;
     PyObject *answer = NULL;
-    if (n > STACK_POINTS) {
-        pts = PyMem_Malloc(sizeof(Pt) * (size_t)n);
-        hull = PyMem_Malloc(sizeof(Pt) * (size_t)(n + 1));
-        if (pts == NULL || hull == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
-    }
-    if (read_xy(items, n, pts, "convex_hull") < 0) goto done;
-    Py_ssize_t h = convex_hull(pts, n, hull);
+    if (points_room(&room, n) < 0 || read_xy(items, n, room.pts, "convex_hull") < 0) goto done;
+    Pt *hull = room.hull;
+    Py_ssize_t h = convex_hull(room.pts, n, hull);
     answer = PyList_New(h);
     for (Py_ssize_t i = 0; answer != NULL && i < h; i++) {
         PyObject *point = Py_BuildValue("(dd)", hull[i].x, hull[i].y);
@@ -329,8 +337,7 @@ static PyObject *py_convex_hull(PyObject *self, PyObject *const *args, Py_ssize_
         else PyList_SET_ITEM(answer, i, point);
     }
 done:
-    if (pts != stack_pts) PyMem_Free(pts);
-    if (hull != stack_hull) PyMem_Free(hull);
+    points_free(&room);
     Py_DECREF(seq);
     return answer;
 }
