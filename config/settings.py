@@ -210,7 +210,7 @@ class Settings(BaseSettings):
     worker_state_cache: int = Field(
         default=20_000,
         ge=1,
-        description="Courier states the worker keeps decoded in memory (about 5.6 KB each); "
+        description="Courier states the worker keeps decoded in memory (about 5.7 KB each); "
         "the table holds every courier.",
     )
     worker_guarantee: str = Field(
