@@ -365,23 +365,28 @@ class Wiring:
                 continue
             self.metrics.fixes_in.inc(len(items))
             out = outputs[txn]
-            applied: set[bytes] = set()  # couriers this record is applied to
-            results: list[tuple[bytes, Outputs]] = []
+            by_courier: dict[bytes, list[IngestedFix]] = {}
             for fix in items:
                 if isinstance(fix, WireError):
                     self.reject_malformed(key, fix, out)
                     continue
                 fix_key = key or f"{fix.org_id}/{fix.courier_id}".encode()
-                state = self.load(fix_key, fix.org_id, fix.courier_id, event)
-                if fix_key not in applied:
-                    if self.already_applied(state, message.partition, message.offset):
-                        self.metrics.replayed_out.inc()
-                        continue
-                    applied.add(fix_key)
-                    state.source_partition = message.partition
-                    state.source_offset = message.offset
-                    self.save(fix_key, state, message.partition, out)
-                results.append((fix_key, self.processor.process(state, fix)))
+                group = by_courier.get(fix_key)
+                if group is None:
+                    by_courier[fix_key] = [fix]
+                else:
+                    group.append(fix)
+            results: list[tuple[bytes, Outputs]] = []
+            for fix_key, fixes in by_courier.items():
+                first = fixes[0]
+                state = self.load(fix_key, first.org_id, first.courier_id, event)
+                if self.already_applied(state, message.partition, message.offset):
+                    self.metrics.replayed_out.inc(len(fixes))
+                    continue
+                state.source_partition = message.partition
+                state.source_offset = message.offset
+                self.save(fix_key, state, message.partition, out)
+                results.append((fix_key, self.processor.process_many(state, fixes)))
             self.collect(results, out)
         await self.publish(outputs)
 

@@ -128,8 +128,7 @@ def segment(processor: CourierProcessor, fixes: Iterable[IngestedFix]) -> Segmen
     for courier_id, courier_fixes in per_courier.items():
         courier_fixes.sort(key=lambda f: f.ts)
         state = processor.new_state(courier_fixes[0].org_id, courier_id)
-        for fix in courier_fixes:
-            total.extend(processor.process(state, fix))
+        total.extend(processor.process_many(state, courier_fixes))
         total.extend(processor.finish(state))
         open_stop = processor.open_stop(state)
         for stop in [*total.stops, *([open_stop] if open_stop else [])]:

@@ -15,6 +15,7 @@ checks and is published with ``is_late=True`` for history, but never touches the
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -157,26 +158,51 @@ class CourierProcessor:
     # entry points ------------------------------------------------------------------------------
     def process(self, st: CourierState, fix: IngestedFix) -> Outputs:
         """Handle one fix of ``st``'s courier (any arrival order)."""
+        return self.process_many(st, (fix,))
+
+    def process_many(self, st: CourierState, fixes: Iterable[IngestedFix]) -> Outputs:
+        """Handle fixes of ``st``'s courier in arrival order (an upload's worth, say).
+
+        The outputs, in their order, and the state are those of :meth:`process` called for
+        each fix in turn. Only the reorder buffer's release waits for the end: a fix newer
+        than the buffer would have released by now just joins the buffer, whose fixes are
+        then released in the same order either way; any other fix (late, rejected, or one the
+        release would reach) releases what is due first, as the fix-by-fix calls would have.
+        """
         out = Outputs()
         rules = self.config.rules_for(st.org_id)
-        received_ms = round(fix.received_at.timestamp() * 1000)
-        st.last_received_ms = max(st.last_received_ms, received_ms)
-        problem = check_static(fix, rules)
-        t_ms = ts_ms(fix) if problem is None else 0
-        if problem is None:
-            problem = seen_before(st.clean, fix.fix_id, t_ms, rules)
-        if problem is not None:
-            out.rejected.append(self._rejection(st, fix, *problem))
-            return out
-        if st.released_ms is not None and t_ms <= st.released_ms:
-            out.clean.append(self._late(st, fix, t_ms))
-            return out
-        i = bisect.bisect(st.buffer_ms, t_ms)
-        st.buffer_ms.insert(i, t_ms)
-        st.buffer.insert(i, fix)
-        if st.newest_ms is None or t_ms > st.newest_ms:
-            st.newest_ms = t_ms
-        self._release(st, st.newest_ms - self.window_ms, out, rules)
+        window_ms = self.window_ms
+        due: int | None = None  # what to release up to, once fixes joined the buffer
+        for fix in fixes:
+            received_ms = round(fix.received_at.timestamp() * 1000)
+            if received_ms > st.last_received_ms:
+                st.last_received_ms = received_ms
+            problem = check_static(fix, rules)
+            t_ms = ts_ms(fix) if problem is None else 0
+            if problem is None:
+                problem = seen_before(st.clean, fix.fix_id, t_ms, rules)
+            if due is not None and (problem is not None or t_ms <= due):
+                self._release(st, due, out, rules)
+                due = None
+            if problem is not None:
+                out.rejected.append(self._rejection(st, fix, *problem))
+                continue
+            if st.released_ms is not None and t_ms <= st.released_ms:
+                out.clean.append(self._late(st, fix, t_ms))
+                continue
+            buffer_ms = st.buffer_ms
+            if not buffer_ms or t_ms >= buffer_ms[-1]:  # in order: the common case
+                buffer_ms.append(t_ms)
+                st.buffer.append(fix)
+            else:
+                i = bisect.bisect(buffer_ms, t_ms)
+                buffer_ms.insert(i, t_ms)
+                st.buffer.insert(i, fix)
+            if st.newest_ms is None or t_ms > st.newest_ms:
+                st.newest_ms = t_ms
+            due = st.newest_ms - window_ms
+        if due is not None:
+            self._release(st, due, out, rules)
         return out
 
     def close_idle(self, st: CourierState, now: datetime) -> Outputs:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
+from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -117,3 +119,47 @@ def test_duplicates_and_reordering_yield_the_same_stops(leg_list, gap_list, rnd)
     assert clean_stops == messy_stops
     assert clean_out.trips == messy_out.trips
     assert {r.reason for r in messy_out.rejected} <= {"duplicate_fix_id", "duplicate_ts"}
+
+
+@PROPS
+@given(
+    legs,
+    gaps,
+    st.randoms(use_true_random=False),
+    st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=40),
+)
+def test_a_run_of_fixes_in_one_call_equals_fix_by_fix(leg_list, gap_list, rnd, chunk_sizes):
+    """``process_many`` releases the reorder buffer once per call; nothing else may differ."""
+    proc = processor(reorder_window_s=rnd.choice([0.0, 5.0, 30.0]))
+    messy = build(leg_list, gap_list)
+    for i in range(len(messy) - 1):  # neighbours swapped, across the reorder window too
+        if rnd.random() < 0.25:
+            messy[i], messy[i + 1] = messy[i + 1], messy[i]
+    for i in sorted(rnd.sample(range(len(messy)), k=min(4, len(messy))), reverse=True):
+        messy.insert(i + 1, messy[i])  # retried
+    for i in sorted(rnd.sample(range(len(messy)), k=min(3, len(messy))), reverse=True):
+        jump = replace(messy[i], fix_id=f"jump{i}", lat=messy[i].lat + 1.0)
+        messy.insert(i + 1, replace(jump, ts=jump.ts + timedelta(seconds=1)))  # rejected later
+        messy.insert(i + 2, messy[i])  # retried after that
+    for i in rnd.sample(range(len(messy)), k=min(3, len(messy))):  # rejected at once
+        messy[i] = replace(messy[i], accuracy_m=5000.0)
+    if len(messy) > 6:  # far older than the rest: late
+        messy.insert(len(messy) - 2, replace(messy[1], fix_id="late", ts=messy[1].ts))
+    one_by_one = proc.new_state("acme", "c1")
+    in_runs = proc.new_state("acme", "c1")
+    expected = Outputs()
+    for f in messy:
+        expected.extend(proc.process(one_by_one, f))
+    got = Outputs()
+    at = 0
+    for size in itertools.cycle(chunk_sizes):
+        if at >= len(messy):
+            break
+        got.extend(proc.process_many(in_runs, messy[at : at + size]))
+        at += size
+    assert got == expected
+    assert state_codec.dumps(in_runs) == state_codec.dumps(one_by_one)
+    expected.extend(proc.finish(one_by_one))
+    got.extend(proc.finish(in_runs))
+    assert got == expected
+    assert len(expected.clean) + len(expected.rejected) == len(messy)  # each fix accounted for
