@@ -9,16 +9,16 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# The C extension (processors/_geometry.c) is built by the install: a change to it reinstalls.
-$(STAMP): pyproject.toml setup.py processors/_geometry.c
+# The C extensions (processors/*.c) are built by the install: a change to one reinstalls.
+$(STAMP): pyproject.toml setup.py $(wildcard processors/*.c)
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
 		{ echo "geostream needs Python 3.11"; exit 1; }
-	@# processors/_geometry.c is built by the install: a C compiler and Python's headers
+	@# processors/*.c are built by the install: a C compiler and Python's headers
 	$(PYTHON) -c 'import os, shutil, sys, sysconfig; sys.exit(not (shutil.which("gcc") and \
 		os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))))' || \
 		{ [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -q --no-install-recommends gcc libc6-dev python3-dev; } || \
-		{ echo "geostream builds a C extension: install gcc and Python 3.11's headers"; exit 1; }
+		{ echo "geostream builds C extensions: install gcc and Python 3.11's headers"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -13,6 +13,7 @@ import math
 from array import array
 from dataclasses import dataclass, field
 
+from processors._cleaning import epoch_ms, recent_match
 from processors.config import CleaningRules
 from processors.geo import haversine_m
 from schemas.records import IngestedFix
@@ -66,7 +67,7 @@ def fix_hash(fix_id: str) -> int:
 
 
 def ts_ms(fix: IngestedFix) -> int:
-    return round(fix.ts.timestamp() * 1000)
+    return epoch_ms(fix.ts)
 
 
 def check_static(fix: IngestedFix, rules: CleaningRules) -> tuple[str, str] | None:
@@ -96,13 +97,11 @@ def seen_before(
     """Duplicate by fix id or by timestamp among the recent fixes; remembers this one if new."""
     h = fix_hash(fix_id)
     flat = st.recent_flat
-    hashes, times = flat[0::2], flat[1::2]
-    if h in hashes or t_ms in times:
-        # The oldest pair that matches names the reason; its id is compared before its ts.
-        at_h = hashes.index(h) if h in hashes else len(hashes)
-        at_t = times.index(t_ms) if t_ms in times else len(times)
-        if at_h <= at_t:
-            return "duplicate_fix_id", f"fix_id {fix_id} seen before"
+    # The oldest pair that matches names the reason; its id is compared before its ts.
+    match = recent_match(flat, h, t_ms)
+    if match == 1:
+        return "duplicate_fix_id", f"fix_id {fix_id} seen before"
+    if match == 2:
         return "duplicate_ts", "another fix of this courier has the same ts"
     flat.append(h)
     flat.append(t_ms)

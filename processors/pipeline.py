@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from config.retention import RetentionPolicy
 from processors import ids
+from processors._cleaning import epoch_ms
 from processors.cleaning import CleanState, check_static, motion_step, seen_before, ts_ms
 from processors.config import CleaningRules, ProcessorConfig
 from processors.geo import bearing_deg, haversine_m
@@ -174,7 +175,7 @@ class CourierProcessor:
         window_ms = self.window_ms
         due: int | None = None  # what to release up to, once fixes joined the buffer
         for fix in fixes:
-            received_ms = round(fix.received_at.timestamp() * 1000)
+            received_ms = epoch_ms(fix.received_at)
             if received_ms > st.last_received_ms:
                 st.last_received_ms = received_ms
             problem = check_static(fix, rules)
@@ -212,7 +213,7 @@ class CourierProcessor:
         a replay of old data at full speed does not close trips that the data keeps open.
         """
         out = Outputs()
-        now_ms = round(now.timestamp() * 1000)
+        now_ms = epoch_ms(now)
         idle_ms = now_ms - st.last_received_ms
         if st.buffer and idle_ms >= self.window_ms:
             self._release(st, st.buffer_ms[-1], out, self.config.rules_for(st.org_id))

@@ -18,7 +18,7 @@ from itertools import chain
 
 import orjson
 
-from processors.cleaning import CleanState
+from processors.cleaning import CleanState, ts_ms
 from processors.pipeline import CourierState
 from processors.segmenter import OpenTrip, SegState, WPoint
 from processors.zones import ZoneState
@@ -239,7 +239,7 @@ def loads(data: bytes) -> CourierState:
             jumps=[tuple(j) for j in clean[3]],
         ),
         buffer=fixes,
-        buffer_ms=[round(f.ts.timestamp() * 1000) for f in fixes],
+        buffer_ms=[ts_ms(f) for f in fixes],
         newest_ms=newest_ms,
         released_ms=released_ms,
         last_received_ms=last_received_ms,

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from processors_helpers import fix, processor, run
+from pydantic import TypeAdapter
 
+from processors._cleaning import epoch_ms, recent_match
 from processors.cleaning import REASONS
 from processors.pipeline import CourierProcessor
 
@@ -136,3 +142,66 @@ def test_every_reason_code_is_documented():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "topics.md").read_text()
     for reason in REASONS:
         assert f"`{reason}`" in doc, reason
+
+
+def _reference_ms(dt: datetime) -> int:
+    return round(dt.timestamp() * 1000)
+
+
+_pydantic_datetime = TypeAdapter(datetime)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.datetimes(
+        min_value=datetime(1900, 1, 1),
+        max_value=datetime(2200, 1, 1),
+        timezones=st.none() | st.just(UTC) | st.timezones(),
+    ),
+    st.integers(min_value=-23 * 60, max_value=23 * 60),
+)
+def test_epoch_ms_is_the_timestamp_in_ms_rounded(dt: datetime, offset_min: int) -> None:
+    """Any aware datetime (UTC, fixed offsets, zones, pydantic's own tzinfo) and naive ones."""
+    assert epoch_ms(dt) == _reference_ms(dt)
+    fixed = dt.replace(tzinfo=timezone(timedelta(minutes=offset_min)))
+    assert epoch_ms(fixed) == _reference_ms(fixed)
+    parsed = _pydantic_datetime.validate_python(fixed.isoformat())
+    assert type(parsed.tzinfo) is not timezone  # pydantic's TzInfo, the one the wire gives
+    assert epoch_ms(parsed) == _reference_ms(parsed)
+
+
+def test_epoch_ms_rounds_half_to_even_as_round_does() -> None:
+    for us in (500, 1500, 2500, -500, -1500, 499, 501):
+        dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+        assert epoch_ms(dt) == _reference_ms(dt)
+    with pytest.raises(TypeError):
+        epoch_ms("2026-03-02T08:00:00Z")  # type: ignore[arg-type]
+
+
+def _reference_match(flat: array[int], h: int, t_ms: int) -> int:
+    hashes, times = list(flat[0::2]), list(flat[1::2])
+    at_h = hashes.index(h) if h in hashes else len(hashes)
+    at_t = times.index(t_ms) if t_ms in times else len(times)
+    if at_h == at_t == len(hashes):
+        return 0
+    return 1 if at_h <= at_t else 2
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), max_size=20),
+    st.integers(0, 6),
+    st.integers(0, 6),
+)
+def test_recent_match_names_the_oldest_matching_pair(
+    pairs: list[tuple[int, int]], h: int, t_ms: int
+) -> None:
+    flat = array("q", [v for pair in pairs for v in pair])
+    assert recent_match(flat, h, t_ms) == _reference_match(flat, h, t_ms)
+
+
+def test_recent_match_needs_an_int64_array() -> None:
+    with pytest.raises(TypeError):
+        recent_match(array("i", [1, 2]), 1, 2)
+    with pytest.raises(TypeError):
+        recent_match([1, 2], 1, 2)  # type: ignore[arg-type]
