@@ -51,6 +51,7 @@ from geostream.kafka import (
 )
 from processors import eager_wait
 from processors import state as state_codec
+from processors._cleaning import epoch_ms
 from processors.config import WORKER_BATCH_MAX, ProcessorConfig
 from processors.metrics import WorkerMetrics
 from processors.pipeline import CourierProcessor, CourierState, Outputs
@@ -531,7 +532,7 @@ class Wiring:
                 if fix is latest:
                     out.latest[key] = data
                 late += fix.is_late
-                observe(max(0.0, now - fix.received_at.timestamp()))
+                observe(max(0.0, now - epoch_ms(fix.received_at) / 1000.0))
             count += len(result.clean)
             for rej in result.rejected:
                 out.add("fixes.rejected", key, encode(rej))

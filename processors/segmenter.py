@@ -163,10 +163,13 @@ def _fold(window: list[WPoint], keep: set[int]) -> list[WPoint]:
     carry_lon = 0.0
     for i, p in enumerate(window):
         if i in keep:
+            if not carry_n:
+                out.append(p)
+                continue
             n = p.n + carry_n
             mlat = (p.mlat * p.n + carry_lat) / n
             mlon = (p.mlon * p.n + carry_lon) / n
-            out.append(p._replace(n=n, mlat=mlat, mlon=mlon))
+            out.append(WPoint(p.t_ms, p.lat, p.lon, p.cum_m, p.k, n, mlat, mlon))
             carry_n, carry_lat, carry_lon = 0, 0.0, 0.0
         else:
             carry_n += p.n
