@@ -1,7 +1,7 @@
 """Geofences: which zones a fix is in, and enter/exit events that do not flap.
 
 Zones are GeoJSON features (``config/geofences.geojson``) with properties ``org_id``,
-``zone_id`` and ``kind`` (depot, delivery, restricted), indexed in a shapely STRtree. A courier
+``zone_id`` and ``kind`` (depot, delivery, restricted), indexed in a grid of cells. A courier
 enters a zone after being inside it for ``min_dwell_s``; they leave it only after being outside
 the zone grown by ``hysteresis_m`` for ``min_dwell_s``, so GPS noise on the boundary produces no
 events. Loading is I/O (at start-up); lookups and the tracker are pure.
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import shapely
-from shapely import STRtree
 from shapely.affinity import scale
 from shapely.geometry import shape
 
@@ -45,23 +44,42 @@ def _grow(geometry: Any, metres: float) -> Any:
     return scale(grown, xfact=1.0 / factor, yfact=1.0, origin=centroid)
 
 
+#: Side of a lookup grid cell, in degrees (about 1 km): a zone is listed in every cell its
+#: grown shape's bounding box touches, so a fix far from every zone costs one dict lookup.
+GRID_DEG = 0.01
+#: Zones touching more cells than this (a city-sized restricted area) are checked on every
+#: lookup of their organisation by their bounding box instead.
+GRID_MAX_CELLS = 4096
+
+_Candidate = tuple["Zone", float, float, float, float]
+
+
+def _cell(value: float) -> int:
+    return math.floor(value / GRID_DEG)
+
+
 class Geofences:
-    """All zones, per org, with STRtree lookups."""
+    """All zones, per org, with a grid of candidate zones for lookups."""
 
     def __init__(self, zones: list[Zone]) -> None:
         self.zones = zones
-        self._by_org: dict[str, tuple[STRtree, list[Zone], tuple[float, ...]]] = {}
-        orgs: dict[str, list[Zone]] = {}
+        self._grid: dict[str, tuple[dict[tuple[int, int], list[_Candidate]], list[_Candidate]]]
+        self._grid = {}
+        self._kinds = {(z.org_id, z.zone_id): z.kind for z in zones}
         for zone in zones:
-            orgs.setdefault(zone.org_id, []).append(zone)
-        for org_id, org_zones in orgs.items():
-            outers = [z.outer for z in org_zones]
-            for g in outers:
-                shapely.prepare(g)
-            for z in org_zones:
-                shapely.prepare(z.geometry)
-            bounds = shapely.total_bounds(outers)
-            self._by_org[org_id] = (STRtree(outers), org_zones, tuple(float(b) for b in bounds))
+            shapely.prepare(zone.outer)
+            shapely.prepare(zone.geometry)
+            cells, wide = self._grid.setdefault(zone.org_id, ({}, []))
+            minx, miny, maxx, maxy = (float(b) for b in zone.outer.bounds)
+            candidate = (zone, minx, miny, maxx, maxy)
+            xs = range(_cell(minx), _cell(maxx) + 1)
+            ys = range(_cell(miny), _cell(maxy) + 1)
+            if len(xs) * len(ys) > GRID_MAX_CELLS:
+                wide.append(candidate)
+                continue
+            for x in xs:
+                for y in ys:
+                    cells.setdefault((x, y), []).append(candidate)
 
     @classmethod
     def from_geojson(cls, data: dict[str, Any], hysteresis_m: float) -> Geofences:
@@ -87,21 +105,26 @@ class Geofences:
     def lookup(self, org_id: str, lat: float, lon: float) -> tuple[list[str], list[str]]:
         """(zones containing the point, zones whose hysteresis-grown shape contains it).
 
-        One tree query finds the zones whose grown shape's bounding box holds the point (a
-        zone's own box lies inside it); each is then asked on its prepared shapes, which
-        costs a tenth of a tree query with a predicate (and this runs for every fix).
+        The point's grid cell lists the zones whose grown shape's bounding box may hold it (a
+        zone's own box lies inside that one); those whose box does are asked on their
+        prepared shapes. This runs for every fix: a fix away from every zone costs a dict
+        lookup, not a tree query.
         """
-        entry = self._by_org.get(org_id)
+        entry = self._grid.get(org_id)
         if entry is None:
             return [], []
-        tree, zones, (minx, miny, maxx, maxy) = entry
-        if not (minx <= lon <= maxx and miny <= lat <= maxy):
-            return [], []
-        point = shapely_point(lon, lat)
+        cells, wide = entry
+        near = cells.get((_cell(lon), _cell(lat)))
         inner: list[str] = []
         outer: list[str] = []
-        for i in tree.query(point).tolist():
-            zone = zones[i]
+        if near is None and not wide:
+            return inner, outer
+        point = None
+        for zone, minx, miny, maxx, maxy in (*(near or ()), *wide):
+            if not (minx <= lon <= maxx and miny <= lat <= maxy):
+                continue
+            if point is None:
+                point = shapely_point(lon, lat)
             if zone.outer.intersects(point):
                 outer.append(zone.zone_id)
             if zone.geometry.intersects(point):
@@ -115,8 +138,8 @@ class Geofences:
         inner, _ = self.lookup(org_id, lat, lon)
         if not inner:
             return None
-        kinds = {z.zone_id: z.kind for z in self.zones if z.org_id == org_id}
-        return min(inner, key=lambda z: (ZONE_KINDS.index(kinds[z]), z))
+        kinds = self._kinds
+        return min(inner, key=lambda z: (ZONE_KINDS.index(kinds[(org_id, z)]), z))
 
 
 @dataclass(slots=True)

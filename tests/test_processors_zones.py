@@ -4,19 +4,38 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
+import orjson
 import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely import STRtree
 
 from config.settings import get_settings
-from processors.zones import Geofences
+from processors.zones import GRID_DEG, GRID_MAX_CELLS, Geofences
+
+
+def _polygon(org_id: str, zone_id: str, ring: list[tuple[float, float]]) -> dict[str, Any]:
+    return {
+        "type": "Feature",
+        "properties": {"org_id": org_id, "zone_id": zone_id, "kind": "restricted"},
+        "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
+    }
 
 
 @cache
 def geofences(hysteresis_m: float) -> Geofences:
-    return Geofences.load(get_settings().geofences_file, hysteresis_m)
+    """The configured zones, and for the lookup grid: a zone over many cells beside a small
+    one (org "grid"), and one too large to list per cell (org "wide")."""
+    data = orjson.loads(get_settings().geofences_file.read_bytes())
+    data["features"] += [
+        _polygon("grid", "grid-l", [(76.93, 43.21), (76.98, 43.21), (76.95, 43.24)]),
+        _polygon("grid", "grid-s", [(76.951, 43.221), (76.952, 43.221), (76.952, 43.222)]),
+        _polygon("wide", "wide-1", [(76.0, 42.0), (79.0, 42.5), (78.0, 45.0), (76.5, 44.0)]),
+        _polygon("wide", "wide-2", [(76.9, 43.2), (76.91, 43.2), (76.91, 43.21), (76.9, 43.21)]),
+    ]
+    return Geofences.from_geojson(data, hysteresis_m)
 
 
 def reference(fences: Geofences, org_id: str, lat: float, lon: float) -> tuple[list[str], ...]:
@@ -68,3 +87,19 @@ def test_the_sample_zones_are_found_and_missed() -> None:
     inside = zone.geometry.representative_point()
     assert fences.lookup(zone.org_id, inside.y, inside.x)[0] == [zone.zone_id]
     assert fences.lookup(zone.org_id, inside.y + 1.0, inside.x) == ([], [])
+
+
+def test_the_zones_exercise_every_path_of_the_grid() -> None:
+    """Zones in one cell, over several cells, and too large to list per cell; each found."""
+    fences = geofences(30.0)
+    cells = {}
+    for zone in fences.zones:
+        minx, miny, maxx, maxy = zone.outer.bounds
+        cells[zone.zone_id] = (maxx // GRID_DEG - minx // GRID_DEG + 1) * (
+            maxy // GRID_DEG - miny // GRID_DEG + 1
+        )
+        inside = zone.geometry.representative_point()
+        assert zone.zone_id in fences.lookup(zone.org_id, inside.y, inside.x)[0]
+    assert cells["grid-s"] == 1
+    assert 1 < cells["grid-l"] <= GRID_MAX_CELLS
+    assert cells["wide-1"] > GRID_MAX_CELLS
