@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from config.settings import Settings, get_settings
 from geostream.bench import BenchResult
 from geostream.bench_kafka import raw_consume
@@ -33,6 +35,7 @@ from geostream.stack.system import free_port
 from processors import state as state_codec
 from processors.config import WORKER_BATCH_MAX, ProcessorConfig
 from processors.pipeline import CourierProcessor, CourierState
+from processors.zones import Geofences
 from schemas.records import IngestedFix
 from schemas.wire import WireError, decode_many, encode, encode_array
 
@@ -72,6 +75,40 @@ def courier_fixes(courier: int, count: int, start: datetime) -> list[IngestedFix
     return out
 
 
+def _square(lat: float, lon: float, half_m: float) -> list[list[float]]:
+    dlat = half_m / 111_195.0
+    dlon = half_m / (111_195.0 * math.cos(math.radians(lat)))
+    ring = [(lon - dlon, lat - dlat), (lon + dlon, lat - dlat), (lon + dlon, lat + dlat)]
+    ring += [(lon - dlon, lat + dlat), (lon - dlon, lat - dlat)]
+    return [[x, y] for x, y in ring]
+
+
+def bench_geofences(couriers: int) -> dict[str, Any]:
+    """GeoJSON zones of the "bench" organisation over the couriers' rides: a depot around
+    where each courier starts and a delivery zone around its first stop, so fixes are looked
+    up inside zone areas and zone events are emitted, as a real organisation's are."""
+    start = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    features = []
+    for courier in range(couriers):
+        ride = courier_fixes(courier, 36, start)
+        for kind, at, half_m in (("depot", ride[0], 150.0), ("delivery", ride[30], 60.0)):
+            features.append(
+                {
+                    "type": "Feature",
+                    "properties": {
+                        "org_id": "bench",
+                        "zone_id": f"bench-{kind}-{courier}",
+                        "kind": kind,
+                    },
+                    "geometry": {
+                        "type": "Polygon",
+                        "coordinates": [_square(at.lat, at.lon, half_m)],
+                    },
+                }
+            )
+    return {"type": "FeatureCollection", "features": features}
+
+
 def sample(couriers: int, per_courier: int) -> list[tuple[bytes, bytes]]:
     """Records interleaved across couriers in time order, as (key, value)."""
     return uploads(couriers, per_courier, 1)
@@ -93,13 +130,15 @@ def uploads(couriers: int, per_courier: int, per_record: int) -> list[tuple[byte
     return records
 
 
-def in_process(records: list[tuple[bytes, bytes]], settings: Settings) -> float:
+def in_process(
+    records: list[tuple[bytes, bytes]], settings: Settings, geofences: Geofences | None = None
+) -> float:
     """Fixes/s of decode -> process -> encode outputs and state, in a plain loop.
 
     As the worker does: records in batches of ``WORKER_BATCH_MAX``, a record's fixes
     processed in one call, each changed courier's state encoded once per batch.
     """
-    proc = CourierProcessor(ProcessorConfig.from_settings(settings))
+    proc = CourierProcessor(ProcessorConfig.from_settings(settings), geofences)
     states: dict[bytes, CourierState] = {}
     fixes = 0
     began = time.perf_counter()
@@ -214,8 +253,9 @@ def fixes_in(port: int, timeout_s: float = 2.0) -> float | None:
     return None
 
 
-def worker_rate(settings: Settings, fixes: int, data_dir: Path) -> float:
-    """Fixes/s of one ``geostream worker`` process over the ``fixes`` already on fixes.raw.
+def worker_rate(settings: Settings, fixes: int, data_dir: Path, geofences: dict[str, Any]) -> float:
+    """Fixes/s of one ``geostream worker`` process, with ``geofences`` (GeoJSON), over the
+    ``fixes`` already on fixes.raw.
 
     Read from the worker's own counter of fixes taken in, between 10 % and 90 % of them (its
     steady state: startup, table recovery and the tail are not counted). Outputs become
@@ -223,9 +263,12 @@ def worker_rate(settings: Settings, fixes: int, data_dir: Path) -> float:
     seconds by; the run still waits for 90 % of the clean fixes to be committed.
     """
     port = free_port()
+    zones_file = data_dir / "geofences.geojson"
+    zones_file.write_bytes(orjson.dumps(geofences))
     env = dict(os.environ)
     env.update(
         {
+            "GEOSTREAM_GEOFENCES_FILE": str(zones_file),
             "GEOSTREAM_TOPIC_PREFIX": settings.topic_prefix,
             "GEOSTREAM_WORKER_METRICS_PORT": str(port),
             "GEOSTREAM_WORKER_DATA_DIR": str(data_dir),
@@ -262,7 +305,7 @@ def worker_rate(settings: Settings, fixes: int, data_dir: Path) -> float:
 
 
 def through_kafka(
-    base: Settings, records: list[tuple[bytes, bytes]], fixes: int
+    base: Settings, records: list[tuple[bytes, bytes]], fixes: int, geofences: dict[str, Any]
 ) -> tuple[float, float]:
     """(raw consume records/s, worker fixes/s) of ``records`` on fresh topics of their own."""
     settings = base.model_copy(update={"topic_prefix": f"bench.{uuid.uuid4().hex[:8]}."})
@@ -271,7 +314,7 @@ def through_kafka(
         asyncio.run(_produce(settings, records))
         raw = asyncio.run(raw_consume(settings, topic_name(settings, "fixes.raw"), len(records)))
         with tempfile.TemporaryDirectory() as tmp:
-            worker = worker_rate(settings, fixes, Path(tmp))
+            worker = worker_rate(settings, fixes, Path(tmp), geofences)
     finally:
         asyncio.run(_drop_prefix(settings))
     return raw, worker
@@ -285,9 +328,12 @@ def measure(args: argparse.Namespace) -> BenchResult:
     result.add("fixes", fixes, "")
     result.add("couriers in the stream", args.couriers, "")
     batched_records = uploads(args.couriers, args.per_courier, batched)
-    loop_rate = in_process(batched_records, base)
-    raw_single, worker_single = through_kafka(base, sample(args.couriers, args.per_courier), fixes)
-    raw_batched, worker_batched = through_kafka(base, batched_records, fixes)
+    zones = bench_geofences(args.couriers)
+    hysteresis_m = ProcessorConfig.from_settings(base).zone_hysteresis_m
+    loop_rate = in_process(batched_records, base, Geofences.from_geojson(zones, hysteresis_m))
+    singles = sample(args.couriers, args.per_courier)
+    raw_single, worker_single = through_kafka(base, singles, fixes, zones)
+    raw_batched, worker_batched = through_kafka(base, batched_records, fixes, zones)
     guarantee = base.worker_guarantee
     result.add(
         f"uploads of {batched} fixes: pure pipeline in a plain loop (decode, process, encode)",
@@ -319,6 +365,9 @@ def measure(args: argparse.Namespace) -> BenchResult:
         "worker rate: the worker's own count of fixes taken in, from 10 % to 90 % of them"
         " (startup, recovery and the tail not counted); the run also waits until 90 % of the"
         " clean fixes are committed",
+        "geofences: the organisation has a depot zone around each courier's start and a"
+        f" delivery zone around its first stop ({2 * args.couriers:,} zones), so fixes are"
+        " looked up inside zone areas and zone events are emitted",
         "each fix produces a clean fix; each courier's courier.latest record and state (changelog)"
         f" are written once per batch of up to {WORKER_BATCH_MAX:,} records, in the transaction"
         " that commits the batch's offsets",
