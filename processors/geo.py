@@ -27,8 +27,8 @@ __all__ = [
     "haversine_m",
     "hull_indices",
     "inside_convex",
+    "intersects_xy",
     "mrr_diagonal_lonlat",
-    "shapely_point",
 ]
 
 EARTH_RADIUS_M = 6_371_008.8
@@ -62,9 +62,11 @@ _POINT_ALLOW_NAN = np.intc(0)  # shapely.creation.HandleNaN.allow, shapely.point
 _MULTIPOINT = np.intc(shapely.GeometryType.MULTIPOINT)
 
 
-def shapely_point(lon: float, lat: float) -> Any:
-    """``shapely.Point(lon, lat)``, built without shapely's Python wrappers (1.5 µs, not 3.5)."""
-    return _lib.points(np.array((lon, lat), dtype=float), _POINT_ALLOW_NAN)
+def intersects_xy(shapes: Any, lon: float, lat: float) -> list[bool]:
+    """``[shape.intersects(Point(lon, lat)) for shape in shapes]`` for an object array of
+    (prepared) shapes, in one GEOS call without a point or shapely's Python wrappers (1 µs
+    for two shapes, where building the point alone cost 1.5 µs)."""
+    return _lib.intersects_xy(shapes, lon, lat).tolist()  # type: ignore[no-any-return]
 
 
 def _mrr_coords(lons: Sequence[float], lats: Sequence[float]) -> list[list[float]]:

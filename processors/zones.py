@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 from shapely.affinity import scale
 from shapely.geometry import shape
 
-from processors.geo import shapely_point
+from processors.geo import intersects_xy
 
 ZONE_KINDS = ("depot", "delivery", "restricted")
 
@@ -51,7 +52,8 @@ GRID_DEG = 0.01
 #: lookup of their organisation by their bounding box instead.
 GRID_MAX_CELLS = 4096
 
-_Candidate = tuple["Zone", float, float, float, float]
+#: A zone, its grown shape's bounding box, and its (grown, own) shapes as one object array.
+_Candidate = tuple["Zone", float, float, float, float, Any]
 
 
 def _cell(value: float) -> int:
@@ -71,7 +73,8 @@ class Geofences:
             shapely.prepare(zone.geometry)
             cells, wide = self._grid.setdefault(zone.org_id, ({}, []))
             minx, miny, maxx, maxy = (float(b) for b in zone.outer.bounds)
-            candidate = (zone, minx, miny, maxx, maxy)
+            shapes = np.array([zone.outer, zone.geometry], dtype=object)
+            candidate = (zone, minx, miny, maxx, maxy, shapes)
             xs = range(_cell(minx), _cell(maxx) + 1)
             ys = range(_cell(miny), _cell(maxy) + 1)
             if len(xs) * len(ys) > GRID_MAX_CELLS:
@@ -114,23 +117,27 @@ class Geofences:
         if entry is None:
             return [], []
         cells, wide = entry
-        near = cells.get((_cell(lon), _cell(lat)))
+        near = cells.get((math.floor(lon / GRID_DEG), math.floor(lat / GRID_DEG)))  # _cell
+        if near is None:
+            if not wide:
+                return [], []
+            near = wide
+        elif wide:
+            near = near + wide
         inner: list[str] = []
         outer: list[str] = []
-        if near is None and not wide:
-            return inner, outer
-        point = None
-        for zone, minx, miny, maxx, maxy in (*(near or ()), *wide):
+        for zone, minx, miny, maxx, maxy, shapes in near:
             if not (minx <= lon <= maxx and miny <= lat <= maxy):
                 continue
-            if point is None:
-                point = shapely_point(lon, lat)
-            if zone.outer.intersects(point):
+            in_outer, in_zone = intersects_xy(shapes, lon, lat)
+            if in_outer:
                 outer.append(zone.zone_id)
-            if zone.geometry.intersects(point):
+            if in_zone:
                 inner.append(zone.zone_id)
-        inner.sort()
-        outer.sort()
+        if len(inner) > 1:
+            inner.sort()
+        if len(outer) > 1:
+            outer.sort()
         return inner, outer
 
     def zone_at(self, org_id: str, lat: float, lon: float) -> str | None:
