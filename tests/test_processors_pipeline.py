@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from dataclasses import replace
 from datetime import timedelta, timezone
 from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis.strategies import integers, text
 from processors_helpers import T0, config, day_route, fix, offset, processor, run
 
+from processors import ids
 from processors import state as state_codec
 from processors.pipeline import CourierProcessor
 from processors.zones import Geofences, ZoneState, track_zones
@@ -110,6 +114,15 @@ def test_ids_are_deterministic():
     other = [fix(f.ts.timestamp() - T0.timestamp(), courier="c2") for f in day_route()[:3]]
     _, c = run(processor(), other)
     assert {f.trip_id for f in c.clean}.isdisjoint({f.trip_id for f in a.clean})
+
+
+@settings(max_examples=300, deadline=None)
+@given(text(), text(), text(), text(), integers(-(2**63), 2**63))
+def test_derived_ids_are_the_uuid5_of_their_name(org, courier, kind, subject, ts_ms):
+    """Ids stay what they were (``uuid.uuid5``), so reprocessed records upsert in place."""
+    name = f"{org}/{courier}/{kind}/{subject}/{ts_ms}"
+    expected = str(uuid.uuid5(uuid.UUID("6f1d3c2e-4b7a-5e10-9c3d-2a8b7e6f5d40"), name))
+    assert ids.derived_id(org, courier, kind, subject, ts_ms) == expected
 
 
 def test_reorder_window_restores_order():
