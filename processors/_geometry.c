@@ -1,15 +1,16 @@
 /*
  * processors._geometry: the per-fix geometry of the processors in C, where Python's call and
- * float overheads were most of the cost: haversine_m, convex_hull, the stop rule's window
- * test and the simplification of trip paths (see processors/geo.py and processors/segmenter.py).
+ * float overheads were most of the cost: haversine_m, bearing_deg, convex_hull, the stop
+ * rule's window test and the simplification of trip paths (see processors/geo.py and
+ * processors/segmenter.py).
  *
  * simplified_indices is GEOS's Douglas-Peucker simplification of a line (shapely's
  * simplify(preserve_topology=False) of a LineString), which costs far less than building the
  * shapely geometry it was asked through: the same rule and the same distance arithmetic
  * (JTS's point-to-segment distance), so the same points are kept.
  *
- * haversine_m and convex_hull compute exactly what their Python definitions did, operation
- * for operation (setup.py turns off fused multiply-adds): the same doubles come out.
+ * haversine_m, bearing_deg and convex_hull compute exactly what their Python definitions did,
+ * operation for operation (setup.py turns off fused multiply-adds): the same doubles come out.
  *
  * window_stopped answers "does the window fit?". MovingPandas' rule: the diagonal (first to
  * third corner) of GEOS's minimum rotated rectangle of the (lon, lat) points, measured on the
@@ -315,6 +316,37 @@ static PyObject *py_haversine_m(PyObject *self, PyObject *const *args, Py_ssize_
     return PyFloat_FromDouble(haversine_m(v[0], v[1], v[2], v[3]));
 }
 
+/* The Python bearing it replaced, operation for operation: math.degrees multiplies by
+   180 / pi, and Python's float % takes the divisor's sign (fmod, then shifted by 360). */
+static double bearing_deg(double lat1, double lon1, double lat2, double lon2) {
+    double p1 = lat1 * RAD;
+    double p2 = lat2 * RAD;
+    double dl = (lon2 - lon1) * RAD;
+    double x = sin(dl) * cos(p2);
+    double y = cos(p1) * sin(p2) - sin(p1) * cos(p2) * cos(dl);
+    double deg = fmod(atan2(x, y) * (180.0 / 3.141592653589793), 360.0);
+    if (deg != 0.0) {
+        if (deg < 0.0) deg += 360.0;
+    } else {
+        deg = 0.0; /* copysign(0.0, 360.0) */
+    }
+    return deg >= 360.0 ? 0.0 : deg;
+}
+
+static PyObject *py_bearing_deg(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "bearing_deg(lat1, lon1, lat2, lon2)");
+        return NULL;
+    }
+    double v[4];
+    for (int i = 0; i < 4; i++) {
+        v[i] = PyFloat_AsDouble(args[i]);
+        if (v[i] == -1.0 && PyErr_Occurred()) return NULL;
+    }
+    return PyFloat_FromDouble(bearing_deg(v[0], v[1], v[2], v[3]));
+}
+
 static PyObject *py_convex_hull(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 1) {
@@ -428,6 +460,9 @@ static PyMethodDef methods[] = {
     {"haversine_m", (PyCFunction)(void (*)(void))py_haversine_m, METH_FASTCALL,
      "haversine_m(lat1, lon1, lat2, lon2, /)\n--\n\nGreat-circle distance in metres "
      "(R = 6,371,008.8 m)."},
+    {"bearing_deg", (PyCFunction)(void (*)(void))py_bearing_deg, METH_FASTCALL,
+     "bearing_deg(lat1, lon1, lat2, lon2, /)\n--\n\nInitial bearing from point 1 to point 2, "
+     "degrees in [0, 360)."},
     {"convex_hull", (PyCFunction)(void (*)(void))py_convex_hull, METH_FASTCALL,
      "convex_hull(points, /)\n--\n\nCounter-clockwise hull vertices of (x, y) points "
      "(Andrew's monotone chain); collinear points dropped."},

@@ -2,10 +2,10 @@
 
 The worker calls these once or more per fix, so they are plain-float functions rather than
 shapely objects: building a shapely geometry costs more than the whole cleaning step. The
-hottest (``haversine_m``, ``convex_hull``) are C, in :mod:`processors._geometry`. Distances
-are haversine on a sphere (R = 6,371,008.8 m); hulls are computed in degrees, relative to a
-window's first point. The stop rectangle is MovingPandas' (GEOS's), asked only where the C
-window test cannot be certain.
+hottest (``haversine_m``, ``bearing_deg``, ``convex_hull``) are C, in
+:mod:`processors._geometry`. Distances are haversine on a sphere (R = 6,371,008.8 m); hulls
+are computed in degrees, relative to a window's first point. The stop rectangle is
+MovingPandas' (GEOS's), asked only where the C window test cannot be certain.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import shapely
 from shapely import lib as _lib
 
-from processors._geometry import convex_hull, haversine_m
+from processors._geometry import bearing_deg, convex_hull, haversine_m
 
 __all__ = [
     "EARTH_RADIUS_M",
@@ -35,17 +35,6 @@ EARTH_RADIUS_M = 6_371_008.8
 _RAD = math.pi / 180.0
 
 Point2 = tuple[float, float]
-
-
-def bearing_deg(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Initial bearing from point 1 to point 2, degrees in [0, 360)."""
-    p1 = lat1 * _RAD
-    p2 = lat2 * _RAD
-    dl = (lon2 - lon1) * _RAD
-    x = math.sin(dl) * math.cos(p2)
-    y = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
-    deg = math.degrees(math.atan2(x, y)) % 360.0
-    return 0.0 if deg >= 360.0 else deg
 
 
 def _cross(o: Point2, a: Point2, b: Point2) -> float:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from processors import segmenter
-from processors._geometry import window_stopped
+from processors._geometry import bearing_deg, window_stopped
 from processors.bench import courier_fixes
 from processors.geo import _cross, _mrr_coords, _mrr_coords_multipoint, convex_hull, haversine_m
 from processors.segmenter import (
@@ -224,6 +224,16 @@ def _haversine_reference(lat1: float, lon1: float, lat2: float, lon2: float) -> 
     return 2 * 6_371_008.8 * math.asin(min(1.0, math.sqrt(a)))
 
 
+def _bearing_reference(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """The Python bearing that processors._geometry.bearing_deg replaced."""
+    rad = math.pi / 180.0
+    p1, p2, dl = lat1 * rad, lat2 * rad, (lon2 - lon1) * rad
+    x = math.sin(dl) * math.cos(p2)
+    y = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
+    deg = math.degrees(math.atan2(x, y)) % 360.0
+    return 0.0 if deg >= 360.0 else deg
+
+
 def _hull_reference(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The Python monotone chain that processors._geometry.convex_hull replaced."""
     pts = sorted(set(points))
@@ -254,6 +264,29 @@ def test_c_haversine_is_the_python_formula_to_the_bit(
     assert repr(haversine_m(lat1, lon1, lat2, lon2)) == repr(
         _haversine_reference(lat1, lon1, lat2, lon2)
     )
+
+
+@PROPS
+@given(latitudes, longitudes, latitudes, longitudes)
+def test_c_bearing_is_the_python_formula_to_the_bit(
+    lat1: float, lon1: float, lat2: float, lon2: float
+) -> None:
+    assert repr(bearing_deg(lat1, lon1, lat2, lon2)) == repr(
+        _bearing_reference(lat1, lon1, lat2, lon2)
+    )
+
+
+def test_c_bearing_edges() -> None:
+    """Due north and a hair west of it: Python's % gives 360.0 there, which means 0."""
+    for lat1, lon1, lat2, lon2 in [(45.0, 4.8, 45.1, 4.8), (45.0, 0.0, 45.1, -1e-300)]:
+        assert repr(bearing_deg(lat1, lon1, lat2, lon2)) == repr(
+            _bearing_reference(lat1, lon1, lat2, lon2)
+        )
+    assert bearing_deg(45.0, 0.0, 45.1, -1e-300) == 0.0
+    assert bearing_deg(45.0, 4.8, 45.0, 4.8) == 0.0
+    assert bearing_deg(45.0, 4.8, 44.9, 4.8) == 180.0
+    with pytest.raises(TypeError):
+        bearing_deg(45.0, 4.8, 45.1)  # type: ignore[call-arg]
 
 
 @PROPS
