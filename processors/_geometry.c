@@ -302,17 +302,23 @@ done:
     return answer;
 }
 
-static PyObject *py_haversine_m(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
+/* The (lat1, lon1, lat2, lon2) arguments of haversine_m and bearing_deg; -1 with an error. */
+static int two_points(PyObject *const *args, Py_ssize_t nargs, const char *usage, double v[4]) {
     if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "haversine_m(lat1, lon1, lat2, lon2)");
-        return NULL;
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
     }
-    double v[4];
     for (int i = 0; i < 4; i++) {
         v[i] = PyFloat_AsDouble(args[i]);
-        if (v[i] == -1.0 && PyErr_Occurred()) return NULL;
+        if (v[i] == -1.0 && PyErr_Occurred()) return -1;
     }
+    return 0;
+}
+
+static PyObject *py_haversine_m(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    double v[4];
+    if (two_points(args, nargs, "haversine_m(lat1, lon1, lat2, lon2)", v) < 0) return NULL;
     return PyFloat_FromDouble(haversine_m(v[0], v[1], v[2], v[3]));
 }
 
@@ -335,15 +341,8 @@ static double bearing_deg(double lat1, double lon1, double lat2, double lon2) {
 
 static PyObject *py_bearing_deg(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "bearing_deg(lat1, lon1, lat2, lon2)");
-        return NULL;
-    }
     double v[4];
-    for (int i = 0; i < 4; i++) {
-        v[i] = PyFloat_AsDouble(args[i]);
-        if (v[i] == -1.0 && PyErr_Occurred()) return NULL;
-    }
+    if (two_points(args, nargs, "bearing_deg(lat1, lon1, lat2, lon2)", v) < 0) return NULL;
     return PyFloat_FromDouble(bearing_deg(v[0], v[1], v[2], v[3]));
 }
 

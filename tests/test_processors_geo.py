@@ -10,6 +10,7 @@ rectangle.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -256,24 +257,22 @@ latitudes = st.floats(min_value=-90.0, max_value=90.0)
 longitudes = st.floats(min_value=-180.0, max_value=180.0)
 
 
+@pytest.mark.parametrize(
+    ("formula", "reference"),
+    [(haversine_m, _haversine_reference), (bearing_deg, _bearing_reference)],
+    ids=["haversine_m", "bearing_deg"],
+)
 @PROPS
 @given(latitudes, longitudes, latitudes, longitudes)
-def test_c_haversine_is_the_python_formula_to_the_bit(
-    lat1: float, lon1: float, lat2: float, lon2: float
+def test_c_formulas_are_the_python_ones_to_the_bit(
+    formula: Callable[[float, float, float, float], float],
+    reference: Callable[[float, float, float, float], float],
+    lat1: float,
+    lon1: float,
+    lat2: float,
+    lon2: float,
 ) -> None:
-    assert repr(haversine_m(lat1, lon1, lat2, lon2)) == repr(
-        _haversine_reference(lat1, lon1, lat2, lon2)
-    )
-
-
-@PROPS
-@given(latitudes, longitudes, latitudes, longitudes)
-def test_c_bearing_is_the_python_formula_to_the_bit(
-    lat1: float, lon1: float, lat2: float, lon2: float
-) -> None:
-    assert repr(bearing_deg(lat1, lon1, lat2, lon2)) == repr(
-        _bearing_reference(lat1, lon1, lat2, lon2)
-    )
+    assert repr(formula(lat1, lon1, lat2, lon2)) == repr(reference(lat1, lon1, lat2, lon2))
 
 
 def test_c_bearing_edges() -> None:
