@@ -432,24 +432,14 @@ class Wiring:
     async def reread(self) -> None:
         """Seek back the partitions whose records came during a rebalance and were not
         processed: faust hands over records before the table has recovered the partition's
-        states (a courier would start afresh), and after its last seek back.
-
-        A partition none of whose records was processed since it was assigned starts at the
-        group's committed offset, as :meth:`in_order` would start it: when every record it
-        had came during the rebalance, nothing else would ever read them again.
-        """
+        states (a courier would start afresh), and after its last seek back."""
         if self.app.rebalancing or not self.unread:
             return
-        unread, self.unread = self.unread, set()
         assigned = self.app.consumer.assignment()
-        for tp in unread:
-            if tp not in assigned:
-                continue  # its new owner reads it from the committed offset
-            if tp not in self.positions:
-                start = await self.start_position(tp)
-                if tp not in self.positions:  # in_order may have started it meanwhile
-                    self.positions.start(tp, start)
-            await self.app.consumer.seek(tp, self.positions.next[tp])
+        for tp in self.unread:
+            if tp in assigned and tp in self.positions:
+                await self.app.consumer.seek(tp, self.positions.next[tp])
+        self.unread.clear()
 
     async def start_position(self, tp: TopicPartition) -> int:
         """Where a newly assigned partition resumes: the group's committed offset."""
