@@ -117,7 +117,7 @@ class Geofences:
         if entry is None:
             return [], []
         cells, wide = entry
-        near = cells.get((math.floor(lon / GRID_DEG), math.floor(lat / GRID_DEG)))  # _cell
+        near = cells.get((_cell(lon), _cell(lat)))
         if near is None:
             if not wide:
                 return [], []
