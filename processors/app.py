@@ -49,7 +49,7 @@ from geostream.kafka import (
     topic_name,
     topic_specs,
 )
-from processors import eager_wait
+from processors import committed_seek, eager_wait
 from processors import state as state_codec
 from processors._cleaning import epoch_ms
 from processors.config import WORKER_BATCH_MAX, ProcessorConfig
@@ -738,9 +738,10 @@ async def anchor_offsets(settings: Settings) -> None:
     """Give each source partition the group never committed a committed offset: its start.
 
     When faust rebalances it drops the records it prefetched for paused partitions and seeks
-    back to the committed offsets; a partition without one is not rewound, and its first
-    records were skipped (a new deployment's first fixes). Committed while the group is still
-    empty; if another worker already runs the group, it refuses, and nothing changes.
+    back to the committed offsets (:mod:`processors.committed_seek`); a partition without one
+    is not rewound, and its first records were skipped (a new deployment's first fixes).
+    Committed while the group is still empty; if another worker already runs the group, it
+    refuses, and nothing changes.
     """
     from aiokafka.errors import KafkaError
 
@@ -814,6 +815,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
     wiring = Wiring(app, settings)
     wiring.guard_store()
     recover_to_the_broker_highwater()
+    committed_seek.install()
     eager_wait.install()
 
     @app.agent(wiring.source, name="process")
