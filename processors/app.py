@@ -37,6 +37,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
+from faust.types import TP
 from prometheus_client import start_http_server
 
 from config.settings import Settings, get_settings
@@ -152,8 +153,7 @@ class Wiring:
         self.idle: dict[bytes, int] = {}  # couriers with an open trip or held fixes
         self.rescan = True
         self.tick_producer: Any = None
-        self.positions = SourcePositions()
-        self.unread: set[Any] = set()  # partitions with records left unprocessed (rebalancing)
+        self.positions: SourcePositions[TP] = SourcePositions()
         self.offsets_reader: AIOKafkaConsumer | None = None
         self.tids: dict[tuple[str, int], str] = {}
         self.partition_counts: dict[str, int] = {}
@@ -414,7 +414,7 @@ class Wiring:
             if rebalancing:
                 # delivered while the table may still be recovering: read again afterwards
                 event.ack()
-                self.unread.add(tp)
+                positions.defer(tp, event.message.offset)
                 continue
             if tp not in positions:
                 positions.start(tp, await self.start_position(tp))
@@ -433,13 +433,11 @@ class Wiring:
         """Seek back the partitions whose records came during a rebalance and were not
         processed: faust hands over records before the table has recovered the partition's
         states (a courier would start afresh), and after its last seek back."""
-        if self.app.rebalancing or not self.unread:
+        if self.app.rebalancing or not self.positions.deferred:
             return
-        assigned = self.app.consumer.assignment()
-        for tp in self.unread:
-            if tp in assigned and tp in self.positions:
-                await self.app.consumer.seek(tp, self.positions.next[tp])
-        self.unread.clear()
+        consumer = self.app.consumer
+        for tp, offset in self.positions.rereads(consumer.assignment()).items():
+            await consumer.seek(tp, offset)
 
     async def start_position(self, tp: TopicPartition) -> int:
         """Where a newly assigned partition resumes: the group's committed offset."""

@@ -8,8 +8,8 @@ the dropped records had taken the fetch position, and nothing read them again un
 record showed the hole. Committed at 0 means: the group never processed a record of it (the
 worker anchors every source partition there, see :func:`processors.app.anchor_offsets`), or
 a worker died before its first commit of that partition was complete. After such a restart
-a partition's backlog stalled at its first few records (the restart tests failed about one
-run in three).
+a partition's backlog stalled at its first few records (a restart or takeover test failed in
+four of five full test runs).
 
 :func:`seek_to_committed` seeks every partition that has a committed offset, 0 included,
 and leaves those without one (changelog and assignor partitions, which the group never

@@ -11,12 +11,16 @@ TP = ("fixes.raw", 0)
 LOG_END = 40
 
 #: What a misbehaving fetcher may do next: deliver its next record, seek back by some
-#: records (a rebalance's seek to the committed offset), or jump ahead (records dropped).
+#: records (a rebalance's seek to the committed offset), jump ahead (records dropped), deliver
+#: its next record while a rebalance is on (the worker defers it), or let the worker's reread
+#: timer run.
 moves = st.lists(
     st.one_of(
         st.just(("next", 0)),
         st.tuples(st.just("back"), st.integers(1, 10)),
         st.tuples(st.just("ahead"), st.integers(1, 10)),
+        st.tuples(st.just("rebalancing"), st.integers(1, LOG_END)),
+        st.just(("reread", 0)),
     ),
     max_size=200,
 )
@@ -27,14 +31,19 @@ def test_records_are_processed_once_each_and_in_order_whatever_the_fetcher_does(
     script: list[tuple[str, int]], committed: int
 ) -> None:
     positions = SourcePositions()
-    positions.start(TP, committed)
     fetch = committed  # the fetcher's next offset
     processed: list[int] = []
 
-    def deliver() -> None:
+    def deliver(rebalancing: bool = False) -> None:
         nonlocal fetch
         if fetch >= LOG_END:
             return
+        if rebalancing:
+            positions.defer(TP, fetch)
+            fetch += 1
+            return
+        if TP not in positions:  # the worker starts a partition at its first record
+            positions.start(TP, committed)
         admission = positions.admit(TP, fetch)
         if admission is Admission.PROCESS:
             processed.append(fetch)
@@ -44,17 +53,48 @@ def test_records_are_processed_once_each_and_in_order_whatever_the_fetcher_does(
             return
         fetch += 1
 
+    def reread() -> None:
+        nonlocal fetch
+        fetch = positions.rereads({TP}).get(TP, fetch)
+
     for move, n in script:
         if move == "back":
             fetch = max(committed, fetch - n)
         elif move == "ahead":
             fetch += n
-        deliver()
-    while fetch < LOG_END:  # then the fetcher behaves
+        if move == "rebalancing":
+            for _ in range(n):
+                deliver(rebalancing=True)
+        elif move == "reread":
+            reread()
+        else:
+            deliver()
+    reread()  # then the timer runs, and the fetcher behaves
+    while fetch < LOG_END:
         deliver()
 
     assert processed == list(range(committed, LOG_END))
     assert positions.committable({TP}, {TP: committed}) == {TP: LOG_END}
+
+
+def test_deferred_records_are_read_again_also_before_their_partition_started() -> None:
+    positions = SourcePositions()
+    other = ("fixes.raw", 1)
+    positions.defer(TP, 7)
+    positions.defer(TP, 5)
+    positions.defer(other, 3)
+    # nothing of either processed since the assignment: back to the oldest deferred record
+    assert positions.rereads({TP, other}) == {TP: 5, other: 3}
+    assert positions.rereads({TP, other}) == {}  # each deferral is asked for once
+    positions.start(TP, 2)
+    assert positions.admit(TP, 2) is Admission.PROCESS
+    positions.defer(TP, 9)
+    positions.defer(other, 4)
+    # started: back to where processing stands; a partition no longer assigned is left alone
+    assert positions.rereads({TP}) == {TP: 3}
+    positions.defer(TP, 12)
+    positions.forget([TP])
+    assert positions.rereads({TP}) == {}
 
 
 def test_admission_of_each_kind() -> None:
