@@ -35,6 +35,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import IllegalStateError
 from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from faust.types import TP
@@ -50,7 +51,7 @@ from geostream.kafka import (
     topic_name,
     topic_specs,
 )
-from processors import committed_seek, eager_wait
+from processors import consumer_seeks, eager_wait
 from processors import state as state_codec
 from processors._cleaning import epoch_ms
 from processors.config import WORKER_BATCH_MAX, ProcessorConfig
@@ -435,9 +436,18 @@ class Wiring:
         states (a courier would start afresh), and after its last seek back."""
         if self.app.rebalancing or not self.positions.deferred:
             return
-        consumer = self.app.consumer
-        for tp, offset in self.positions.rereads(consumer.assignment()).items():
-            await consumer.seek(tp, offset)
+        for tp, offset in self.positions.rereads(self.app.consumer.assignment()).items():
+            if self.app.rebalancing:
+                return  # faust seeks every partition back to its committed offset after it
+            await self.seek(tp, offset)
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        """Seek ``tp`` to ``offset``, unless it was revoked while the seek waited for the
+        consumer's thread (:mod:`processors.consumer_seeks`)."""
+        try:
+            await self.app.consumer.seek(tp, offset)
+        except IllegalStateError:
+            log.info("%s was revoked before its seek to %d", tp, offset)
 
     async def start_position(self, tp: TopicPartition) -> int:
         """Where a newly assigned partition resumes: the group's committed offset."""
@@ -456,6 +466,8 @@ class Wiring:
         """Seek ``tp`` back to its position, or on to its first record if retention deleted
         the records from there (they can never be processed, and that is said loudly)."""
         first = await self.first_offset(tp)
+        if tp not in self.positions:
+            return  # revoked meanwhile
         position = self.positions.next[tp]
         if first > position:
             log.error("%s: records %d..%d expired before they were processed", tp, position, first)
@@ -463,7 +475,7 @@ class Wiring:
         else:
             log.warning("%s: records from %d went missing; reading them again", tp, position)
         self.metrics.rewinds.inc()
-        await self.app.consumer.seek(tp, self.positions.next[tp])
+        await self.seek(tp, self.positions.next[tp])
 
     async def group_offsets(self) -> AIOKafkaConsumer:
         """A consumer that only reads the group's committed offsets (it never joins)."""
@@ -736,7 +748,7 @@ async def anchor_offsets(settings: Settings) -> None:
     """Give each source partition the group never committed a committed offset: its start.
 
     When faust rebalances it drops the records it prefetched for paused partitions and seeks
-    back to the committed offsets (:mod:`processors.committed_seek`); a partition without one
+    back to the committed offsets (:mod:`processors.consumer_seeks`); a partition without one
     is not rewound, and its first records were skipped (a new deployment's first fixes).
     Committed while the group is still empty; if another worker already runs the group, it
     refuses, and nothing changes.
@@ -813,7 +825,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
     wiring = Wiring(app, settings)
     wiring.guard_store()
     recover_to_the_broker_highwater()
-    committed_seek.install()
+    consumer_seeks.install()
     eager_wait.install()
 
     @app.agent(wiring.source, name="process")

@@ -1,22 +1,24 @@
-"""The worker's seek back to the committed offsets (processors/committed_seek.py), on the real
-broker: a partition committed at 0 goes back to 0, where aiokafka's own seek leaves it."""
+"""The worker's fixes to faust's seeks (processors/consumer_seeks.py): on the real broker, a
+partition committed at 0 goes back to 0, where aiokafka's own seek leaves it; and a seek runs
+in the consumer's own thread."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.transport.consumer import ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from mode.threads import QueueServiceThread
 
 from config.settings import Settings
 from geostream.kafka import create_consumer, create_producer, topic_name
-from processors import committed_seek
-from processors.committed_seek import seek_to_committed
-
-pytestmark = pytest.mark.stack
+from processors import consumer_seeks
+from processors.consumer_seeks import seek_to_committed
 
 RECORDS = 3
 
@@ -62,6 +64,7 @@ async def positions(reader: AIOKafkaConsumer) -> list[int]:
     return [await reader.position(tp) for tp in partitions(reader)]
 
 
+@pytest.mark.stack
 async def test_a_partition_committed_at_zero_is_sought_back_to_zero(
     consumer: AIOKafkaConsumer,
 ) -> None:
@@ -77,8 +80,9 @@ async def test_a_partition_committed_at_zero_is_sought_back_to_zero(
     assert await positions(consumer) == [0, 2, RECORDS]
 
 
+@pytest.mark.stack
 async def test_faust_seeks_through_it_once_installed(consumer: AIOKafkaConsumer) -> None:
-    committed_seek.install()
+    consumer_seeks.install()
 
     async def call_thread(method: Any, *args: Any) -> Any:
         return await method(*args)
@@ -87,3 +91,29 @@ async def test_faust_seeks_through_it_once_installed(consumer: AIOKafkaConsumer)
     seek = AIOKafkaConsumerThread.seek_to_committed
     assert await seek(thread) == dict(zip(partitions(consumer), [0, 2, None], strict=True))  # type: ignore[arg-type]
     assert await positions(consumer) == [0, 2, RECORDS]
+
+
+class ConsumerThread(QueueServiceThread):
+    """A thread with its own loop and method queue, as faust's aiokafka consumer thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seeks: list[tuple[Any, int, int]] = []
+
+    def seek(self, partition: Any, offset: int) -> None:
+        self.seeks.append((partition, offset, threading.get_ident()))
+
+
+async def test_faust_seeks_run_in_the_consumer_thread() -> None:
+    consumer_seeks.install()
+    thread = ConsumerThread()
+    await thread.start()
+    try:
+        await ThreadDelegateConsumer._seek(SimpleNamespace(_thread=thread), "tp", 7)  # type: ignore[arg-type]
+    finally:
+        await thread.stop()
+    [(partition, offset, ident)] = thread.seeks
+    assert (partition, offset) == ("tp", 7)
+    assert ident != threading.get_ident()
+    assert thread._thread is not None
+    assert ident == thread._thread.ident
