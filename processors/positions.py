@@ -93,7 +93,7 @@ class SourcePositions(Generic[K]):
 
     def keep(self, assigned: Collection[K]) -> None:
         """Drop every partition that is not in ``assigned``."""
-        self.forget([tp for tp in self.next if tp not in assigned])
+        self.forget([tp for tp in {*self.next, *self.deferred} if tp not in assigned])
 
     def committable(
         self, assigned: Collection[K], committed: Mapping[K, int | None]

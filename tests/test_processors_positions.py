@@ -95,6 +95,9 @@ def test_deferred_records_are_read_again_also_before_their_partition_started() -
     positions.defer(TP, 12)
     positions.forget([TP])
     assert positions.rereads({TP}) == {}
+    positions.defer(other, 5)  # a partition never started, then lost in a rebalance
+    positions.keep({TP})
+    assert positions.deferred == {}
 
 
 def test_admission_of_each_kind() -> None:
