@@ -10,7 +10,6 @@ MovingPandas' (GEOS's), asked only where the C window test cannot be certain.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +31,6 @@ __all__ = [
 ]
 
 EARTH_RADIUS_M = 6_371_008.8
-_RAD = math.pi / 180.0
 
 Point2 = tuple[float, float]
 
