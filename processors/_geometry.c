@@ -1,7 +1,9 @@
 /*
  * processors._geometry: the per-fix geometry of the processors in C, where Python's call and
  * float overheads were most of the cost: haversine_m, bearing_deg, convex_hull, the stop
- * rule's window test and the simplification of trip paths (see processors/geo.py and
+ * rule's window test (window_stopped, and tail_start, which repeats it while it cuts a moving
+ * courier's window from the front), inside_convex, the bounding of the stop window
+ * (compress_window) and the simplification of trip paths (see processors/geo.py and
  * processors/segmenter.py).
  *
  * simplified_indices is GEOS's Douglas-Peucker simplification of a line (shapely's
@@ -9,8 +11,10 @@
  * shapely geometry it was asked through: the same rule and the same distance arithmetic
  * (JTS's point-to-segment distance), so the same points are kept.
  *
- * haversine_m, bearing_deg and convex_hull compute exactly what their Python definitions did,
- * operation for operation (setup.py turns off fused multiply-adds): the same doubles come out.
+ * haversine_m, bearing_deg, convex_hull, inside_convex, tail_start and compress_window compute
+ * exactly what their Python definitions did, operation for operation (setup.py turns off fused
+ * multiply-adds): the same doubles come out, and tests/test_processors_geo.py keeps those
+ * definitions to hold them to it.
  *
  * window_stopped answers "does the window fit?". MovingPandas' rule: the diagonal (first to
  * third corner) of GEOS's minimum rotated rectangle of the (lon, lat) points, measured on the
@@ -256,38 +260,31 @@ static int read_xy(PyObject **items, Py_ssize_t n, Pt *pts, const char *what) {
     return 0;
 }
 
-static PyObject *window_stopped(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    double max_diameter;
-    PyObject *window = sequence_and_number(
-        args, nargs, "window_stopped(window, max_diameter): the window is a sequence",
-        &max_diameter);
-    if (window == NULL) return NULL;
-    PyObject **items = PySequence_Fast_ITEMS(window);
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(window);
-    if (n < 2) {
-        Py_DECREF(window);
-        return PyBool_FromLong(max_diameter > 0.0);
-    }
-    PointsRoom room;
-    PyObject *answer = NULL;
-    if (points_room(&room, n) < 0) goto done;
-    Pt *pts = room.pts, *hull = room.hull;
+/* Window points items[0..n): lon, lat as given; x, y relative to the first. */
+static int read_window(PyObject **items, Py_ssize_t n, Pt *pts) {
     double lat0, lon0, lat, lon;
-    if (read_point(items[0], &lat0, &lon0) < 0) goto done;
+    if (read_point(items[0], &lat0, &lon0) < 0) return -1;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (read_point(items[i], &lat, &lon) < 0) goto done;
+        if (read_point(items[i], &lat, &lon) < 0) return -1;
         pts[i].lon = lon;
         pts[i].lat = lat;
         pts[i].x = lon - lon0;
         pts[i].y = lat - lat0;
     }
+    return 0;
+}
+
+/* Does the window items[0..n) (n >= 2) fit? 1 yes, 0 no, -1 only GEOS can tell, -2 error. */
+static int window_verdict(PyObject **items, Py_ssize_t n, double max_diameter) {
+    PointsRoom room;
+    int v = -2;
+    if (points_room(&room, n) < 0 || read_window(items, n, room.pts) < 0) goto done;
+    Pt *pts = room.pts, *hull = room.hull;
     if (n == 2) {
-        answer = PyBool_FromLong(haversine_m(lat0, lon0, lat, lon) < max_diameter);
+        v = haversine_m(pts[0].lat, pts[0].lon, pts[1].lat, pts[1].lon) < max_diameter;
         goto done;
     }
     Py_ssize_t h = convex_hull(pts, n, hull);
-    int v;
     if (h == 1) {
         v = max_diameter > 0.0;
     } else if (h == 2) { /* GEOS's answer for collinear points too: the extreme ones */
@@ -295,9 +292,215 @@ static PyObject *window_stopped(PyObject *self, PyObject *const *args, Py_ssize_
     } else {
         v = rectangle_verdict(hull, h, max_diameter);
     }
-    answer = v < 0 ? Py_NewRef(Py_None) : PyBool_FromLong(v);
 done:
     points_free(&room);
+    return v;
+}
+
+static PyObject *window_stopped(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    double max_diameter;
+    PyObject *window = sequence_and_number(
+        args, nargs, "window_stopped(window, max_diameter): the window is a sequence",
+        &max_diameter);
+    if (window == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(window);
+    int v = n < 2 ? max_diameter > 0.0
+                  : window_verdict(PySequence_Fast_ITEMS(window), n, max_diameter);
+    Py_DECREF(window);
+    if (v == -2) return NULL;
+    return v < 0 ? Py_NewRef(Py_None) : PyBool_FromLong(v);
+}
+
+static PyObject *tail_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "tail_start(window, start, max_diameter, undecided)");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred()) return NULL;
+    double max_diameter = PyFloat_AsDouble(args[2]);
+    if (max_diameter == -1.0 && PyErr_Occurred()) return NULL;
+    PyObject *window = PySequence_Fast(args[0], "tail_start: the window is a sequence");
+    if (window == NULL) return NULL;
+    PyObject **items = PySequence_Fast_ITEMS(window);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(window), i = start < 0 ? 0 : start;
+    for (; n - i >= 2; i++) {
+        int v = window_verdict(items + i, n - i, max_diameter);
+        if (v == -1) { /* GEOS decides: undecided(window[i:], max_diameter) */
+            PyObject *tail = PySequence_GetSlice(window, i, n);
+            PyObject *fits = tail == NULL ? NULL
+                                          : PyObject_CallFunctionObjArgs(args[3], tail, args[2],
+                                                                         NULL);
+            Py_XDECREF(tail);
+            v = fits == NULL ? -2 : PyObject_IsTrue(fits);
+            Py_XDECREF(fits);
+            if (v < 0) v = -2;
+        }
+        if (v == -2) {
+            Py_DECREF(window);
+            return NULL;
+        }
+        if (v == 1) break;
+    }
+    Py_DECREF(window);
+    return PyLong_FromSsize_t(i);
+}
+
+static PyObject *inside_convex(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "inside_convex(hull, x, y)");
+        return NULL;
+    }
+    double x = PyFloat_AsDouble(args[1]);
+    if (x == -1.0 && PyErr_Occurred()) return NULL;
+    double y = PyFloat_AsDouble(args[2]);
+    if (y == -1.0 && PyErr_Occurred()) return NULL;
+    PyObject *seq = PySequence_Fast(args[0], "inside_convex: the hull is a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PointsRoom room;
+    int inside = n >= 3;
+    if (points_room(&room, n) < 0 || read_xy(PySequence_Fast_ITEMS(seq), n, room.pts,
+                                             "inside_convex") < 0) {
+        inside = -1;
+    }
+    Pt p = {x, y, x, y};
+    for (Py_ssize_t i = 0; inside == 1 && i < n; i++) {
+        if (!(cross(room.pts[i], room.pts[(i + 1) % n], p) >= 0)) inside = 0;
+    }
+    points_free(&room);
+    Py_DECREF(seq);
+    return inside < 0 ? NULL : PyBool_FromLong(inside);
+}
+
+/* A window point (a tuple subclass: t_ms, lat, lon, cum_m, k, n, mlat, mlon) like p, with n
+ * and the means replaced. */
+static PyObject *folded_point(PyObject *p, long n, double mlat, double mlon) {
+    PyTypeObject *type = Py_TYPE(p);
+    PyObject *values[3] = {PyLong_FromLong(n), PyFloat_FromDouble(mlat), PyFloat_FromDouble(mlon)};
+    PyObject *point = NULL;
+    if (values[0] != NULL && values[1] != NULL && values[2] != NULL) {
+        point = type->tp_alloc(type, 8);
+    }
+    if (point == NULL) {
+        for (int j = 0; j < 3; j++) Py_XDECREF(values[j]);
+        return NULL;
+    }
+    for (Py_ssize_t j = 0; j < 5; j++) PyTuple_SET_ITEM(point, j, Py_NewRef(PyTuple_GET_ITEM(p, j)));
+    for (Py_ssize_t j = 0; j < 3; j++) PyTuple_SET_ITEM(point, 5 + j, values[j]);
+    return point;
+}
+
+/* The weight (n) and means of a window point; -1 with an exception on a malformed point. */
+static int read_weight(PyObject *p, long *n, double *mlat, double *mlon) {
+    if (!PyTuple_Check(p) || PyTuple_GET_SIZE(p) != 8) {
+        PyErr_SetString(PyExc_TypeError, "window points are 8-tuples (WPoint)");
+        return -1;
+    }
+    *n = PyLong_AsLong(PyTuple_GET_ITEM(p, 5));
+    *mlat = PyFloat_AsDouble(PyTuple_GET_ITEM(p, 6));
+    *mlon = PyFloat_AsDouble(PyTuple_GET_ITEM(p, 7));
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* The window without the points not in keep; a dropped point's weight goes to the next kept
+ * one (the last point is always kept). */
+static PyObject *fold(PyObject **items, Py_ssize_t n, const char *keep) {
+    PyObject *out = PyList_New(0);
+    long carry_n = 0;
+    double carry_lat = 0.0, carry_lon = 0.0;
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        long pn;
+        double mlat, mlon;
+        if (read_weight(items[i], &pn, &mlat, &mlon) < 0) {
+            Py_CLEAR(out);
+            break;
+        }
+        if (!keep[i]) {
+            carry_n += pn;
+            carry_lat += mlat * (double)pn;
+            carry_lon += mlon * (double)pn;
+            continue;
+        }
+        PyObject *point;
+        if (!carry_n) {
+            point = Py_NewRef(items[i]);
+        } else {
+            long total = pn + carry_n;
+            point = folded_point(items[i], total, (mlat * (double)pn + carry_lat) / (double)total,
+                                 (mlon * (double)pn + carry_lon) / (double)total);
+            carry_n = 0;
+            carry_lat = carry_lon = 0.0;
+        }
+        if (point == NULL || PyList_Append(out, point) < 0) Py_CLEAR(out);
+        Py_XDECREF(point);
+    }
+    return out;
+}
+
+static PyObject *compress_window(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "compress_window(window, cap, breaker)");
+        return NULL;
+    }
+    Py_ssize_t cap = PyLong_AsSsize_t(args[1]);
+    if (cap == -1 && PyErr_Occurred()) return NULL;
+    if (cap < 3) {
+        PyErr_SetString(PyExc_ValueError, "compress_window: cap must be at least 3");
+        return NULL;
+    }
+    int breaker = PyObject_IsTrue(args[2]);
+    if (breaker < 0) return NULL;
+    PyObject *window = PySequence_Fast(args[0], "compress_window: the window is a sequence");
+    if (window == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(window);
+    if (n <= cap) return window; /* a list stays the same list */
+    PyObject **items = PySequence_Fast_ITEMS(window);
+    Py_ssize_t skip = breaker ? 1 : 0, m = n - skip;
+    PyObject *answer = NULL;
+    PointsRoom room;
+    Pt *sorted = PyMem_Malloc(sizeof(Pt) * (size_t)m);
+    char *keep = PyMem_Calloc((size_t)n, 1);
+    Py_ssize_t *kept = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)n);
+    if (points_room(&room, m) < 0) goto done;
+    if (sorted == NULL || keep == NULL || kept == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* The hull of the points after the breaker, relative to the first of them; every point
+     * equal to a hull vertex is kept, as are the first, the breaker's successor and the last. */
+    if (read_window(items + skip, m, room.pts) < 0) goto done;
+    memcpy(sorted, room.pts, sizeof(Pt) * (size_t)m);
+    Py_ssize_t h = convex_hull(sorted, m, room.hull);
+    for (Py_ssize_t i = 0; i < m; i++) {
+        for (Py_ssize_t j = 0; j < h; j++) {
+            if (room.pts[i].x == room.hull[j].x && room.pts[i].y == room.hull[j].y) {
+                keep[i + skip] = 1;
+                break;
+            }
+        }
+    }
+    keep[0] = keep[skip] = keep[n - 1] = 1;
+    Py_ssize_t count = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (keep[i]) kept[count++] = i;
+    }
+    if (count > cap) { /* the first, the last and every step-th point between them */
+        Py_ssize_t middle = count - 2, step = (middle + cap - 3) / (cap - 2);
+        memset(keep, 0, (size_t)n);
+        keep[kept[0]] = keep[kept[count - 1]] = 1;
+        for (Py_ssize_t j = 0; j < middle; j += step) keep[kept[1 + j]] = 1;
+    }
+    answer = fold(items, n, keep);
+done:
+    points_free(&room);
+    PyMem_Free(sorted);
+    PyMem_Free(keep);
+    PyMem_Free(kept);
     Py_DECREF(window);
     return answer;
 }
@@ -468,6 +671,17 @@ static PyMethodDef methods[] = {
     {"window_stopped", (PyCFunction)(void (*)(void))window_stopped, METH_FASTCALL,
      "window_stopped(window, max_diameter, /)\n--\n\n"
      "Whether the window's stop rectangle fits max_diameter; None where only GEOS can tell."},
+    {"tail_start", (PyCFunction)(void (*)(void))tail_start, METH_FASTCALL,
+     "tail_start(window, start, max_diameter, undecided, /)\n--\n\n"
+     "The first i >= start where window[i:] fits max_diameter (or has one point left); "
+     "undecided(window[i:], max_diameter) answers where only GEOS can tell."},
+    {"inside_convex", (PyCFunction)(void (*)(void))inside_convex, METH_FASTCALL,
+     "inside_convex(hull, x, y, /)\n--\n\n"
+     "Whether (x, y) lies inside or on the counter-clockwise convex polygon hull (3+ points)."},
+    {"compress_window", (PyCFunction)(void (*)(void))compress_window, METH_FASTCALL,
+     "compress_window(window, cap, breaker, /)\n--\n\n"
+     "The window bounded at cap points: hull-interior points dropped first, their weight "
+     "folded into the next kept point."},
     {"simplified_indices", (PyCFunction)(void (*)(void))simplified_indices, METH_FASTCALL,
      "simplified_indices(points, tolerance, /)\n--\n\n"
      "Indices of the (x, y) points that GEOS's Douglas-Peucker simplification keeps."},

@@ -2,7 +2,7 @@
 
 The worker calls these once or more per fix, so they are plain-float functions rather than
 shapely objects: building a shapely geometry costs more than the whole cleaning step. The
-hottest (``haversine_m``, ``bearing_deg``, ``convex_hull``) are C, in
+hottest (``haversine_m``, ``bearing_deg``, ``convex_hull``, ``inside_convex``) are C, in
 :mod:`processors._geometry`. Distances are haversine on a sphere (R = 6,371,008.8 m); hulls
 are computed in degrees, relative to a window's first point. The stop rectangle is
 MovingPandas' (GEOS's), asked only where the C window test cannot be certain.
@@ -17,33 +17,19 @@ import numpy as np
 import shapely
 from shapely import lib as _lib
 
-from processors._geometry import bearing_deg, convex_hull, haversine_m
+from processors._geometry import bearing_deg, convex_hull, haversine_m, inside_convex
 
 __all__ = [
     "EARTH_RADIUS_M",
     "bearing_deg",
     "convex_hull",
     "haversine_m",
-    "hull_indices",
     "inside_convex",
     "intersects_xy",
     "mrr_diagonal_lonlat",
 ]
 
 EARTH_RADIUS_M = 6_371_008.8
-
-Point2 = tuple[float, float]
-
-
-def _cross(o: Point2, a: Point2, b: Point2) -> float:
-    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-
-def hull_indices(points: Sequence[Point2]) -> set[int]:
-    """Indices of ``points`` that are vertices of their convex hull."""
-    hull = set(convex_hull(points))
-    return {i for i, p in enumerate(points) if p in hull}
-
 
 _POINT_ALLOW_NAN = np.intc(0)  # shapely.creation.HandleNaN.allow, shapely.points' default
 _MULTIPOINT = np.intc(shapely.GeometryType.MULTIPOINT)
@@ -83,7 +69,7 @@ def _mrr_coords(lons: Sequence[float], lats: Sequence[float]) -> list[list[float
     return _lib.get_coordinates(rect, False, False, False).tolist()  # type: ignore[no-any-return]
 
 
-def _mrr_coords_multipoint(lonlat: Sequence[Point2]) -> Any:
+def _mrr_coords_multipoint(lonlat: Sequence[tuple[float, float]]) -> Any:
     """The rectangle of the MultiPoint itself (the definition; tests compare the two)."""
     geom = _lib.create_collection(
         _lib.points(np.array(lonlat, dtype=float), _POINT_ALLOW_NAN), _MULTIPOINT
@@ -111,11 +97,3 @@ def mrr_diagonal_lonlat(lons: Sequence[float], lats: Sequence[float]) -> float:
     else:
         return 0.0
     return haversine_m(y1, x1, y2, x2)
-
-
-def inside_convex(hull: Sequence[Point2], p: Point2) -> bool:
-    """Whether ``p`` lies inside or on the counter-clockwise convex polygon ``hull``."""
-    n = len(hull)
-    if n < 3:
-        return False
-    return all(_cross(hull[i], hull[(i + 1) % n], p) >= 0 for i in range(n))

@@ -25,19 +25,17 @@ points out; see processors/_geometry.c).
 
 from __future__ import annotations
 
-import math
 from array import array
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from processors._geometry import simplified_indices, window_stopped
-from processors.geo import (
-    convex_hull,
-    haversine_m,
-    hull_indices,
-    inside_convex,
-    mrr_diagonal_lonlat,
+from processors._geometry import (
+    compress_window,
+    simplified_indices,
+    tail_start,
+    window_stopped,
 )
+from processors.geo import convex_hull, haversine_m, inside_convex, mrr_diagonal_lonlat
 
 
 class WPoint(NamedTuple):
@@ -142,6 +140,11 @@ class SegParams:
     simplify_tolerance_m: float
 
 
+def _rectangle_fits(window: list[WPoint], max_diameter: float) -> bool:
+    """GEOS's answer to "does the window fit?", where the C test cannot be certain."""
+    return mrr_diagonal_lonlat([p.lon for p in window], [p.lat for p in window]) < max_diameter
+
+
 def _window_stopped(window: list[WPoint], max_diameter: float) -> bool:
     """MovingPandas' "is stopped": the window's stop rectangle fits ``max_diameter``.
 
@@ -152,49 +155,7 @@ def _window_stopped(window: list[WPoint], max_diameter: float) -> bool:
     decided = window_stopped(window, max_diameter)
     if decided is not None:
         return decided
-    return mrr_diagonal_lonlat([p.lon for p in window], [p.lat for p in window]) < max_diameter
-
-
-def _fold(window: list[WPoint], keep: set[int]) -> list[WPoint]:
-    """Keep the points at ``keep``; each dropped point's weight goes to the next kept one."""
-    out: list[WPoint] = []
-    carry_n = 0
-    carry_lat = 0.0
-    carry_lon = 0.0
-    for i, p in enumerate(window):
-        if i in keep:
-            if not carry_n:
-                out.append(p)
-                continue
-            n = p.n + carry_n
-            mlat = (p.mlat * p.n + carry_lat) / n
-            mlon = (p.mlon * p.n + carry_lon) / n
-            out.append(WPoint(p.t_ms, p.lat, p.lon, p.cum_m, p.k, n, mlat, mlon))
-            carry_n, carry_lat, carry_lon = 0, 0.0, 0.0
-        else:
-            carry_n += p.n
-            carry_lat += p.mlat * p.n
-            carry_lon += p.mlon * p.n
-    return out
-
-
-def compress(window: list[WPoint], cap: int, breaker: bool = False) -> list[WPoint]:
-    """Bound the window at ``cap`` points, dropping hull-interior points first (see module).
-
-    With a breaker (see :meth:`Segmenter._tail_step`) the hull is the tail's, after it.
-    """
-    if len(window) <= cap:
-        return window
-    skip = 1 if breaker else 0
-    lat0, lon0 = window[skip].lat, window[skip].lon
-    pts = [(p.lon - lon0, p.lat - lat0) for p in window[skip:]]
-    keep = {i + skip for i in hull_indices(pts)} | {0, skip, len(window) - 1}
-    if len(keep) > cap:
-        ordered = sorted(keep)
-        middle = ordered[1:-1]
-        step = math.ceil(len(middle) / (cap - 2))
-        keep = {ordered[0], ordered[-1], *middle[::step]}
-    return _fold(window, keep)
+    return _rectangle_fits(window, max_diameter)
 
 
 def _centre(points: list[WPoint]) -> tuple[float, float, int]:
@@ -311,12 +272,9 @@ class Segmenter:
         """
         window = st.window
         start = 1 if st.breaker else 0
-        tail = window[start:]
-        popped: WPoint | None = None
-        while len(tail) >= 2 and not _window_stopped(tail, self.p.max_diameter_m):
-            popped = tail.pop(0)
-        if popped is not None:
-            st.window = [popped, *tail]
+        first = tail_start(window, start, self.p.max_diameter_m, _rectangle_fits)
+        if first > start:  # the point before the tail is the breaker
+            st.window = window[first - 1 :]
             st.breaker = True
             st.hull = None
         return not st.breaker and len(st.window) > 1
@@ -358,7 +316,7 @@ class Segmenter:
             if was_stopped:
                 if st.hull is not None and len(st.hull) >= 3:
                     lat0, lon0 = window[0].lat, window[0].lon
-                    stopped = inside_convex(st.hull, (lon - lon0, lat - lat0))
+                    stopped = inside_convex(st.hull, lon - lon0, lat - lat0)
                 if not stopped:
                     stopped = _window_stopped(window, p.max_diameter_m)
                     st.hull = None
@@ -406,7 +364,7 @@ class Segmenter:
         elif st.trip is not None and st.trip.start_ms < t_ms:
             self._trip_step(st.trip, point, speed, out)
         if len(window) > p.window_max_points:
-            st.window = compress(window, p.window_max_points, st.breaker)
+            st.window = compress_window(window, p.window_max_points, st.breaker)
             st.hull = None
         if stopped and st.hull is None and len(st.window) >= 3:
             lat0, lon0 = st.window[0].lat, st.window[0].lon

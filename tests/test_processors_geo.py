@@ -19,14 +19,27 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from processors import segmenter
-from processors._geometry import bearing_deg, window_stopped
+from processors._geometry import (
+    bearing_deg,
+    compress_window,
+    inside_convex,
+    tail_start,
+    window_stopped,
+)
 from processors.bench import courier_fixes
-from processors.geo import _cross, _mrr_coords, _mrr_coords_multipoint, convex_hull, haversine_m
+from processors.geo import (
+    _mrr_coords,
+    _mrr_coords_multipoint,
+    convex_hull,
+    haversine_m,
+    mrr_diagonal_lonlat,
+)
 from processors.segmenter import (
     Segmenter,
     SegParams,
     SegState,
     WPoint,
+    _rectangle_fits,
     _simplify,
     _window_stopped,
 )
@@ -86,6 +99,10 @@ def test_linestring_rectangle_is_the_multipoint_rectangle(pts: list[tuple[float,
 
 
 THIN_DEG = 1e-9  # processors/_geometry.c
+
+
+def _cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
 
 
 def _width_and_ends(pts: list[tuple[float, float]]) -> tuple[float, int, int]:
@@ -177,27 +194,28 @@ def test_the_c_test_never_errs_at_the_limit(pts: list[tuple[float, float]], nudg
 
 def test_the_c_test_decides_nearly_every_window_of_a_ride(monkeypatch) -> None:
     """The bench ride (riding, then stopped with jitter, at 43 degrees): GEOS is asked for
-    under 1 % of the windows, so the C test is what decides."""
-    answers: list[bool | None] = []
+    under 1 % of the fixes, so the C tests are what decide, moving and stopped alike."""
+    geos: list[int] = []
 
-    def counted(window: list[WPoint], max_diameter: float) -> bool | None:
-        answers.append(window_stopped(window, max_diameter))
-        return answers[-1]
+    def counted(lons: list[float], lats: list[float]) -> float:
+        geos.append(len(lons))
+        return mrr_diagonal_lonlat(lons, lats)
 
-    monkeypatch.setattr(segmenter, "window_stopped", counted)
+    monkeypatch.setattr(segmenter, "mrr_diagonal_lonlat", counted)
     seg = Segmenter(SegParams(80.0, 120_000, 600_000, 16, 32, 10.0), segmenter.IdFactory())
     seg.ids.stop_id = seg.ids.trip_id = str  # type: ignore[method-assign]
     start = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    stopped: list[bool] = []
     for courier in range(20):
         st, last = SegState(), None
         for f in courier_fixes(courier, 200, start):
             step = 0.0 if last is None else haversine_m(last.lat, last.lon, f.lat, f.lon)
             seg.step(st, int(f.ts.timestamp() * 1000), f.lat, f.lon, step, None)
+            stopped.append(st.stopped)
             last = f
-    assert len(answers) > 2_000
-    assert answers.count(None) < 0.01 * len(answers), answers.count(None)
-    assert answers.count(True) > 0.2 * len(answers)
-    assert answers.count(False) > 0.2 * len(answers)
+    assert len(stopped) == 4_000
+    assert len(geos) < 0.01 * len(stopped), len(geos)
+    assert 0.1 * len(stopped) < stopped.count(True) < 0.9 * len(stopped)
 
 
 def test_the_c_test_takes_long_windows_and_refuses_bad_points() -> None:
@@ -336,3 +354,143 @@ def test_c_simplification_keeps_what_geos_keeps(
     path: list[tuple[int, int, int]], tolerance_m: float
 ) -> None:
     assert _simplify(path, tolerance_m) == _simplify_reference(path, tolerance_m)
+
+
+def _inside_reference(hull: list[tuple[float, float]], p: tuple[float, float]) -> bool:
+    """The Python test that processors._geometry.inside_convex replaced."""
+    n = len(hull)
+    return n >= 3 and all(_cross(hull[i], hull[(i + 1) % n], p) >= 0 for i in range(n))
+
+
+@PROPS
+@given(point_sets(), point_sets())
+def test_c_inside_convex_is_the_python_test(
+    pts: list[tuple[float, float]], probes: list[tuple[float, float]]
+) -> None:
+    """Relative to the first point, as the segmenter asks: the hull's own vertices (on the
+    boundary, so inside), the other points of the set, and points of another set."""
+    x0, y0 = pts[0]
+    hull = convex_hull([(x - x0, y - y0) for x, y in pts])
+    for x, y in [*hull, *((x - x0, y - y0) for x, y in pts + probes)]:
+        assert inside_convex(hull, x, y) == _inside_reference(hull, (x, y))
+    for x, y in hull:
+        assert inside_convex(hull, x, y) == (len(hull) >= 3)
+
+
+def _tail_start_reference(window: list[WPoint], start: int, max_diameter: float) -> int:
+    """The loop that processors._geometry.tail_start replaced: drop points from the front of
+    window[start:] until the rest fits or one point is left."""
+    tail = window[start:]
+    popped = 0
+    while len(tail) >= 2 and not _window_stopped(tail, max_diameter):
+        tail.pop(0)
+        popped += 1
+    return start + popped
+
+
+@PROPS
+@given(point_sets(), st.sampled_from([0, 1]), st.sampled_from([5.0, 20.0, 50.0, 80.0, 150.0]))
+def test_c_tail_start_is_the_python_loop(
+    pts: list[tuple[float, float]], start: int, max_diameter: float
+) -> None:
+    window = _window(pts)
+    asked: list[int] = []
+
+    def undecided(tail: list[WPoint], limit: float) -> bool:
+        asked.append(len(tail))
+        return _rectangle_fits(tail, limit)
+
+    assert tail_start(window, start, max_diameter, undecided) == _tail_start_reference(
+        window, start, max_diameter
+    )
+    assert all(n >= 3 for n in asked)  # two points are always decided in C
+
+
+def test_c_tail_start_asks_geos_where_it_cannot_tell_and_passes_its_errors() -> None:
+    """A diamond whose GEOS diagonal is the limit itself: the C test is not certain, so the
+    callable answers; whatever it raises comes out of tail_start."""
+    pts = [(76.9, 43.2), (76.9008, 43.2002), (76.9001, 43.2009), (76.9003, 43.2004)]
+    limit = _diagonal(pts)
+    assert window_stopped(_window(pts), limit) is None
+    assert tail_start(_window(pts), 0, limit, lambda tail, lim: True) == 0
+    assert tail_start(_window(pts), 0, limit, lambda tail, lim: len(tail) < 4) == 1
+
+    def broken(tail: list[WPoint], lim: float) -> bool:
+        raise RuntimeError("GEOS failed")
+
+    with pytest.raises(RuntimeError, match="GEOS failed"):
+        tail_start(_window(pts), 0, limit, broken)
+
+
+def _fold_reference(window: list[WPoint], keep: set[int]) -> list[WPoint]:
+    out: list[WPoint] = []
+    carry_n, carry_lat, carry_lon = 0, 0.0, 0.0
+    for i, p in enumerate(window):
+        if i in keep:
+            if not carry_n:
+                out.append(p)
+                continue
+            n = p.n + carry_n
+            mlat = (p.mlat * p.n + carry_lat) / n
+            mlon = (p.mlon * p.n + carry_lon) / n
+            out.append(WPoint(p.t_ms, p.lat, p.lon, p.cum_m, p.k, n, mlat, mlon))
+            carry_n, carry_lat, carry_lon = 0, 0.0, 0.0
+        else:
+            carry_n += p.n
+            carry_lat += p.mlat * p.n
+            carry_lon += p.mlon * p.n
+    return out
+
+
+def _compress_reference(window: list[WPoint], cap: int, breaker: bool) -> list[WPoint]:
+    """The Python that processors._geometry.compress_window replaced."""
+    if len(window) <= cap:
+        return window
+    skip = 1 if breaker else 0
+    lat0, lon0 = window[skip].lat, window[skip].lon
+    pts = [(p.lon - lon0, p.lat - lat0) for p in window[skip:]]
+    hull = set(convex_hull(pts))
+    keep = {i + skip for i, p in enumerate(pts) if p in hull} | {0, skip, len(window) - 1}
+    if len(keep) > cap:
+        ordered = sorted(keep)
+        middle = ordered[1:-1]
+        step = math.ceil(len(middle) / (cap - 2))
+        keep = {ordered[0], ordered[-1], *middle[::step]}
+    return _fold_reference(window, keep)
+
+
+@PROPS
+@given(
+    point_sets(),
+    st.lists(st.integers(min_value=1, max_value=40), min_size=16, max_size=16),
+    st.integers(min_value=3, max_value=16),
+    st.booleans(),
+)
+def test_c_compression_is_the_python_one(
+    pts: list[tuple[float, float]], weights: list[int], cap: int, breaker: bool
+) -> None:
+    """Point for point, folded weights and means to the bit (repr), duplicates, collinear
+    runs and the breaker included; a window within the cap comes back as it is."""
+    window = [
+        WPoint(i, lat, lon, 1.5 * i, i, n, lat + 1e-6 * n, lon - 1e-6 * n)
+        for i, ((lon, lat), n) in enumerate(zip(pts * 2, weights, strict=False))
+    ]
+    assert repr(compress_window(window, cap, breaker)) == repr(
+        _compress_reference(window, cap, breaker)
+    )
+    compressed = compress_window(window, cap, breaker)
+    assert all(type(p) is WPoint for p in compressed)
+    assert sum(p.n for p in compressed) == sum(p.n for p in window)
+    assert len(compressed) <= max(cap, len(window) if len(window) <= cap else cap)
+    short = window[:cap]
+    assert compress_window(short, cap, breaker) is short
+
+
+def test_c_compression_refuses_bad_input() -> None:
+    window = _window([(76.9 + i * 1e-5, 43.2) for i in range(8)])
+    with pytest.raises(ValueError, match="cap"):
+        compress_window(window, 2, False)
+    with pytest.raises(TypeError):
+        compress_window([(0, 43.2, 76.9)] * 8, 4, False)
+    with pytest.raises(TypeError):
+        compress_window(None, 4, False)  # type: ignore[arg-type]
