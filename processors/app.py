@@ -42,6 +42,7 @@ from faust.types import TP
 from prometheus_client import start_http_server
 
 from config.settings import Settings, get_settings
+from geostream.garbage import tune_gc
 from geostream.kafka import (
     COMPRESSION_TYPE,
     create_consumer,
@@ -852,6 +853,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
 
     @app.task  # type: ignore[untyped-decorator]
     async def startup() -> None:
+        tune_gc()  # the app and its services exist by now: they are frozen too
         await ensure_topics(settings)
         if settings.worker_metrics_port:
             start_http_server(

@@ -30,12 +30,13 @@ from psycopg.types.string import BytesBinaryDumper
 from config.settings import Settings, get_settings
 from geostream.bench import BenchResult
 from geostream.db import database_url
+from geostream.garbage import tune_gc
 from geostream.kafka import admin_client, create_topics, topic_name, topic_specs
 from schemas.records import EnrichedFix
 from schemas.wire import encode
 from sinks.migrate import migrate
 from sinks.rows import POSITIONS, Row
-from sinks.sink import Sink, tune_gc
+from sinks.sink import Sink
 from sinks.writer import write_batch
 
 

@@ -28,7 +28,8 @@ def register(commands: Any) -> None:
 
 
 def run_sink(args: argparse.Namespace) -> int:
-    from sinks.sink import Sink, tune_gc
+    from geostream.garbage import tune_gc
+    from sinks.sink import Sink
 
     settings = get_settings()
     tune_gc()

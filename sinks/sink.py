@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import re
 import time
@@ -65,21 +64,6 @@ E2E_SAMPLES_PER_BATCH = 1000
 # outlasts the slice. Measured: slices of 2,000 left PostgreSQL idle for 0.9 s per 200k rows
 # between statements, 500 for 0.5 s, 100 for 0.3 s; the yields themselves cost ~2 %.
 DECODE_SLICE = 100
-
-
-def tune_gc() -> None:
-    """Make CPython's cyclic garbage collector cheap for the sink process; call once at start.
-
-    The sink holds a few batches of ~20k rows and Kafka records at a time and allocates ~10
-    objects per record. With the default thresholds a young collection ran every 700
-    allocations and traversed the batch in flight, and full ones traversed every module
-    object too: ~15 % of the process's CPU. Freezing what exists at start (imports, settings)
-    and collecting every 100k allocations cut that to ~1 %. Nothing the sink keeps per record
-    is cyclic; the records are freed by reference counting.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
 
 
 class Item(NamedTuple):
