@@ -23,7 +23,7 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -254,14 +254,28 @@ def fixes_in(port: int, timeout_s: float = 2.0) -> float | None:
     return None
 
 
-def worker_rate(settings: Settings, fixes: int, data_dir: Path, geofences: dict[str, Any]) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far, all its threads (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class WorkerRate(NamedTuple):
+    fixes_per_s: float
+    fixes_per_cpu_s: float
+
+
+def worker_rate(
+    settings: Settings, fixes: int, data_dir: Path, geofences: dict[str, Any]
+) -> WorkerRate:
     """Fixes/s of one ``geostream worker`` process, with ``geofences`` (GeoJSON), over the
-    ``fixes`` already on fixes.raw.
+    ``fixes`` already on fixes.raw, and fixes per second of the CPU time it used meanwhile.
 
     Read from the worker's own counter of fixes taken in, between 10 % and 90 % of them (its
     steady state: startup, table recovery and the tail are not counted). Outputs become
     visible only at each transaction commit (every few seconds), too coarse to time a run of
-    seconds by; the run still waits for 90 % of the clean fixes to be committed.
+    seconds by; the run still waits for 90 % of the clean fixes to be committed. The CPU
+    figure does not depend on what else the machine runs (the broker, here), the rate does.
     """
     port = free_port()
     zones_file = data_dir / "geofences.geojson"
@@ -283,20 +297,20 @@ def worker_rate(settings: Settings, fixes: int, data_dir: Path, geofences: dict[
         stderr=subprocess.STDOUT,
     )
     try:
-        samples: list[tuple[float, float]] = []
+        samples: list[tuple[float, float, float]] = []
         deadline = time.monotonic() + 600
         while not samples or samples[-1][1] < 0.9 * fixes:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker stopped or stalled; see {data_dir / 'worker.log'}")
             taken = fixes_in(port)
             if taken is not None:
-                samples.append((time.perf_counter(), taken))
+                samples.append((time.perf_counter(), taken, cpu_seconds(proc.pid)))
             time.sleep(METRICS_POLL_S)
-        t0, n0 = next((t, n) for t, n in samples if n >= 0.1 * fixes)
-        t1, n1 = samples[-1]
+        t0, n0, cpu0 = next(sample for sample in samples if sample[1] >= 0.1 * fixes)
+        t1, n1, cpu1 = samples[-1]
         # the last reorder window of every courier waits for the idle timer: not counted
         asyncio.run(_wait_clean(settings, int(fixes * 0.9), 600))
-        return (n1 - n0) / (t1 - t0)
+        return WorkerRate((n1 - n0) / (t1 - t0), (n1 - n0) / (cpu1 - cpu0))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -307,8 +321,9 @@ def worker_rate(settings: Settings, fixes: int, data_dir: Path, geofences: dict[
 
 def through_kafka(
     base: Settings, records: list[tuple[bytes, bytes]], fixes: int, geofences: dict[str, Any]
-) -> tuple[float, float]:
-    """(raw consume records/s, worker fixes/s) of ``records`` on fresh topics of their own."""
+) -> tuple[float, WorkerRate]:
+    """(raw consume records/s, the worker's rates) of ``records`` on fresh topics of their
+    own."""
     settings = base.model_copy(update={"topic_prefix": f"bench.{uuid.uuid4().hex[:8]}."})
     asyncio.run(create_topics(settings))
     try:
@@ -334,8 +349,10 @@ def measure(args: argparse.Namespace) -> BenchResult:
     tune_gc()  # as the worker does at start
     loop_rate = in_process(batched_records, base, Geofences.from_geojson(zones, hysteresis_m))
     singles = sample(args.couriers, args.per_courier)
-    raw_single, worker_single = through_kafka(base, singles, fixes, zones)
-    raw_batched, worker_batched = through_kafka(base, batched_records, fixes, zones)
+    raw_single, (worker_single, _) = through_kafka(base, singles, fixes, zones)
+    raw_batched, (worker_batched, worker_batched_cpu) = through_kafka(
+        base, batched_records, fixes, zones
+    )
     guarantee = base.worker_guarantee
     result.add(
         f"uploads of {batched} fixes: pure pipeline in a plain loop (decode, process, encode)",
@@ -344,6 +361,11 @@ def measure(args: argparse.Namespace) -> BenchResult:
     )
     result.add(
         f"uploads of {batched} fixes: one worker process ({guarantee})", worker_batched, "fixes/s"
+    )
+    result.add(
+        f"uploads of {batched} fixes: one worker process, per second of its CPU time",
+        worker_batched_cpu,
+        "fixes/s",
     )
     result.add(
         f"uploads of {batched} fixes: raw aiokafka consume", raw_batched * batched, "fixes/s"
@@ -366,7 +388,9 @@ def measure(args: argparse.Namespace) -> BenchResult:
         " one fix per record: a phone posting every fix on its own",
         "worker rate: the worker's own count of fixes taken in, from 10 % to 90 % of them"
         " (startup, recovery and the tail not counted); the run also waits until 90 % of the"
-        " clean fixes are committed",
+        " clean fixes are committed; per second of its CPU time: the same fixes over the user"
+        " and system time of all the worker's threads meanwhile, which does not depend on what"
+        " else runs on the machine",
         "geofences: the organisation has a depot zone around each courier's start and a"
         f" delivery zone around its first stop ({2 * args.couriers:,} zones), so fixes are"
         " looked up inside zone areas and zone events are emitted",
