@@ -8,12 +8,11 @@ caught by :func:`seen_before` against a bounded per-courier memory of recent ids
 
 from __future__ import annotations
 
-import hashlib
 import math
 from array import array
 from dataclasses import dataclass, field
 
-from processors._cleaning import epoch_ms, recent_match
+from processors._cleaning import epoch_ms, fix_hash, recent_match
 from processors.config import CleaningRules
 from processors.geo import haversine_m
 from schemas.records import IngestedFix
@@ -59,11 +58,6 @@ class CleanState:
         """The remembered (id hash, ts ms) pairs, oldest first."""
         flat = self.recent_flat
         return list(zip(flat[0::2], flat[1::2], strict=True))
-
-
-def fix_hash(fix_id: str) -> int:
-    """A 48-bit hash of a fix id: compact to remember, collisions negligible in 16 entries."""
-    return int.from_bytes(hashlib.blake2b(fix_id.encode(), digest_size=6).digest(), "big")
 
 
 def ts_ms(fix: IngestedFix) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from array import array
 from dataclasses import replace
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from processors_helpers import fix, processor, run
 from pydantic import TypeAdapter
 
-from processors._cleaning import epoch_ms, recent_match
+from processors._cleaning import epoch_ms, fix_hash, recent_match
 from processors.cleaning import REASONS
 from processors.pipeline import CourierProcessor
 
@@ -205,3 +206,26 @@ def test_recent_match_needs_an_int64_array() -> None:
         recent_match(array("i", [1, 2]), 1, 2)
     with pytest.raises(TypeError):
         recent_match([1, 2], 1, 2)  # type: ignore[arg-type]
+
+
+def _reference_hash(fix_id: str) -> int:
+    """What fix_hash was in Python; states remember these hashes, so they must not change."""
+    return int.from_bytes(hashlib.blake2b(fix_id.encode(), digest_size=6).digest(), "big")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.characters(exclude_categories=["Cs"]), max_size=300))
+def test_c_fix_hash_is_blake2b(fix_id: str) -> None:
+    assert fix_hash(fix_id) == _reference_hash(fix_id)
+
+
+def test_c_fix_hash_block_edges_and_bad_input() -> None:
+    """Empty, and UTF-8 lengths around BLAKE2b's 128-byte blocks."""
+    for n in (0, 1, 127, 128, 129, 255, 256, 257):
+        assert fix_hash("x" * n) == _reference_hash("x" * n)
+        assert 0 <= fix_hash("x" * n) < 2**48
+    assert fix_hash("é" * 64) == _reference_hash("é" * 64)  # 128 bytes
+    with pytest.raises(TypeError):
+        fix_hash(b"abc")  # type: ignore[arg-type]
+    with pytest.raises(UnicodeEncodeError):
+        fix_hash("\ud800")
