@@ -51,6 +51,11 @@ class WPoint(NamedTuple):
     mlon: float
 
 
+#: ``_new_wpoint(WPoint, (t_ms, ...))`` is ``WPoint(t_ms, ...)`` without the Python-level
+#: ``__new__`` of a NamedTuple: half the cost, and the segmenter makes one or two per fix.
+_new_wpoint = tuple.__new__
+
+
 @dataclass(slots=True)
 class OpenTrip:
     """The trip in progress: where it began, its running maximum and its (thinned) path."""
@@ -109,15 +114,21 @@ class SegState:
     hull: list[tuple[float, float]] | None = None  # transient cache, not serialised
 
 
-@dataclass(slots=True)
 class SegEvents:
-    """What one step produced, in order of time."""
+    """What one step produced, in order of time.
 
-    stops_opened: list[tuple[str, StopSpan]] = field(default_factory=list)
-    stops_closed: list[tuple[str, StopSpan]] = field(default_factory=list)
-    trips_started: list[tuple[str, int, float, float]] = field(default_factory=list)
-    trips_closed: list[TripSpan] = field(default_factory=list)
-    distance_m: float = 0.0
+    A plain class: one is made per fix, and a dataclass's ``__init__`` with default
+    factories costs twice as much.
+    """
+
+    __slots__ = ("distance_m", "stops_closed", "stops_opened", "trips_closed", "trips_started")
+
+    def __init__(self) -> None:
+        self.stops_opened: list[tuple[str, StopSpan]] = []
+        self.stops_closed: list[tuple[str, StopSpan]] = []
+        self.trips_started: list[tuple[str, int, float, float]] = []
+        self.trips_closed: list[TripSpan] = []
+        self.distance_m = 0.0
 
 
 class IdFactory:
@@ -299,7 +310,7 @@ class Segmenter:
         if st.window and t_ms - st.window[-1].t_ms > p.max_gap_ms and st.trip is not None:
             self._close_trip(st, self._trip_end_point(st), "gap", None, out)
         st.k += 1
-        point = WPoint(t_ms, lat, lon, st.cum_m, st.k, 1, lat, lon)
+        point = _new_wpoint(WPoint, (t_ms, lat, lon, st.cum_m, st.k, 1, lat, lon))
         window = st.window
         window.append(point)
         was_stopped = st.stopped
@@ -328,7 +339,7 @@ class Segmenter:
         out.distance_m = 0.0 if stopped else distance_m
         if out.distance_m:
             st.cum_m += out.distance_m
-            point = WPoint(t_ms, lat, lon, st.cum_m, st.k, 1, lat, lon)  # cheaper than _replace
+            point = _new_wpoint(WPoint, (t_ms, lat, lon, st.cum_m, st.k, 1, lat, lon))
             window[-1] = point
         if not stopped and was_stopped and len(window) > 1:
             begin, end = window[0], window[-2]
