@@ -3,8 +3,13 @@
  * float overheads were most of the cost: haversine_m, bearing_deg, convex_hull, the stop
  * rule's window test (window_stopped, and tail_start, which repeats it while it cuts a moving
  * courier's window from the front), inside_convex, the bounding of the stop window
- * (compress_window) and the simplification of trip paths (see processors/geo.py and
- * processors/segmenter.py).
+ * (compress_window), the simplification of trip paths and the geofence test (intersects_rings;
+ * see processors/geo.py, processors/segmenter.py and processors/zones.py).
+ *
+ * intersects_rings is GEOS's point-in-area test (the ray crossing count its prepared polygons
+ * run for a point), with GEOS's own orientation filter: where that filter is certain it is
+ * GEOS's answer bit for bit, and where it is not (a point within rounding of an edge's line)
+ * it answers None and the caller asks GEOS.
  *
  * simplified_indices is GEOS's Douglas-Peucker simplification of a line (shapely's
  * simplify(preserve_topology=False) of a LineString), which costs far less than building the
@@ -505,6 +510,101 @@ done:
     return answer;
 }
 
+/* GEOS's orientation of q against the segment p1 -> p2 (CGAlgorithmsDD's double filter, the
+ * same arithmetic): 1 left, -1 right, 0 collinear; 2 where the filter cannot be certain
+ * (GEOS then computes in double-double). */
+static int orientation_filtered(double p1x, double p1y, double p2x, double p2y, double qx,
+                                double qy) {
+    double detleft = (p1x - qx) * (p2y - qy);
+    double detright = (p1y - qy) * (p2x - qx);
+    double det = detleft - detright, detsum;
+    if (detleft > 0.0) {
+        if (detright <= 0.0) return (det > 0.0) - (det < 0.0);
+        detsum = detleft + detright;
+    } else if (detleft < 0.0) {
+        if (detright >= 0.0) return (det > 0.0) - (det < 0.0);
+        detsum = -detleft - detright;
+    } else {
+        return (det > 0.0) - (det < 0.0);
+    }
+    double errbound = 1e-15 * detsum; /* GEOS's DP_SAFE_EPSILON */
+    if (det >= errbound || -det >= errbound) return (det > 0.0) - (det < 0.0);
+    return 2;
+}
+
+enum { OUTSIDE = 0, INSIDE = 1, UNDECIDED = 2 };
+
+/* Where (x, y) is against the area bounded by rings (closed (x, y) double sequences): GEOS's
+ * ray crossing count (RayCrossingCounter, as IndexedPointInAreaLocator runs it over every
+ * ring of a polygon or multipolygon at once), on the boundary counting as inside, which is
+ * what intersects() answers for a point. */
+static int area_locate(PyObject *rings, double x, double y) {
+    Py_ssize_t n_rings = PyTuple_GET_SIZE(rings), crossings = 0;
+    for (Py_ssize_t r = 0; r < n_rings; r++) {
+        PyObject *ring = PyTuple_GET_ITEM(rings, r);
+        const double *c = (const double *)PyBytes_AS_STRING(ring);
+        Py_ssize_t n = PyBytes_GET_SIZE(ring) / (Py_ssize_t)(2 * sizeof(double));
+        for (Py_ssize_t i = 1; i < n; i++) {
+            double x1 = c[2 * i - 2], y1 = c[2 * i - 1], x2 = c[2 * i], y2 = c[2 * i + 1];
+            if (x1 < x && x2 < x) continue; /* strictly left of the point */
+            if (x == x2 && y == y2) return INSIDE; /* a vertex */
+            if (y1 == y && y2 == y) { /* horizontal: on it or not counted */
+                double lo = x1 < x2 ? x1 : x2, hi = x1 < x2 ? x2 : x1;
+                if (x >= lo && x <= hi) return INSIDE;
+                continue;
+            }
+            /* upward edges include their start, downward ones their end */
+            if ((y1 > y && y2 <= y) || (y2 > y && y1 <= y)) {
+                int orient = orientation_filtered(x1, y1, x2, y2, x, y);
+                if (orient == 2) return UNDECIDED;
+                if (orient == 0) return INSIDE;
+                if (y2 < y1) orient = -orient;
+                if (orient == 1) crossings++;
+            }
+        }
+    }
+    return crossings % 2 ? INSIDE : OUTSIDE;
+}
+
+static PyObject *intersects_rings(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3 || !PyTuple_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "intersects_rings(shapes, x, y): shapes is a tuple");
+        return NULL;
+    }
+    double x = PyFloat_AsDouble(args[1]);
+    if (x == -1.0 && PyErr_Occurred()) return NULL;
+    double y = PyFloat_AsDouble(args[2]);
+    if (y == -1.0 && PyErr_Occurred()) return NULL;
+    if (!isfinite(x) || !isfinite(y)) Py_RETURN_NONE; /* GEOS's business */
+    PyObject *shapes = args[0];
+    Py_ssize_t n = PyTuple_GET_SIZE(shapes);
+    for (Py_ssize_t k = 0; k < n; k++) { /* checked first: a bad ring must not pass unseen */
+        PyObject *rings = PyTuple_GET_ITEM(shapes, k);
+        if (!PyTuple_Check(rings)) goto bad;
+        for (Py_ssize_t r = 0; r < PyTuple_GET_SIZE(rings); r++) {
+            PyObject *ring = PyTuple_GET_ITEM(rings, r);
+            if (!PyBytes_Check(ring) || PyBytes_GET_SIZE(ring) % (2 * sizeof(double))) goto bad;
+        }
+    }
+    PyObject *answer = PyList_New(n);
+    if (answer == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int where = area_locate(PyTuple_GET_ITEM(shapes, k), x, y);
+        if (where == UNDECIDED) {
+            Py_DECREF(answer);
+            Py_RETURN_NONE;
+        }
+        PyList_SET_ITEM(answer, k, PyBool_FromLong(where == INSIDE));
+    }
+    return answer;
+bad:
+    PyErr_SetString(PyExc_TypeError,
+                    "intersects_rings: each shape is a tuple of rings, each ring the bytes of "
+                    "(x, y) doubles");
+    return NULL;
+}
+
 /* The (lat1, lon1, lat2, lon2) arguments of haversine_m and bearing_deg; -1 with an error. */
 static int two_points(PyObject *const *args, Py_ssize_t nargs, const char *usage, double v[4]) {
     if (nargs != 4) {
@@ -682,6 +782,11 @@ static PyMethodDef methods[] = {
      "compress_window(window, cap, breaker, /)\n--\n\n"
      "The window bounded at cap points: hull-interior points dropped first, their weight "
      "folded into the next kept point."},
+    {"intersects_rings", (PyCFunction)(void (*)(void))intersects_rings, METH_FASTCALL,
+     "intersects_rings(shapes, x, y, /)\n--\n\n"
+     "For each shape (a tuple of closed rings, each the bytes of its (x, y) doubles): whether "
+     "the point (x, y) intersects the area the rings bound, as GEOS answers; None where GEOS's "
+     "orientation filter cannot be certain."},
     {"simplified_indices", (PyCFunction)(void (*)(void))simplified_indices, METH_FASTCALL,
      "simplified_indices(points, tolerance, /)\n--\n\n"
      "Indices of the (x, y) points that GEOS's Douglas-Peucker simplification keeps."},

@@ -30,5 +30,11 @@ def inside_convex(hull: Sequence[tuple[float, float]], x: float, y: float, /) ->
 def compress_window(window: list[T], cap: int, breaker: bool, /) -> list[T]:
     """The window bounded at cap points, hull-interior points dropped first (weights folded)."""
 
+def intersects_rings(
+    shapes: tuple[tuple[bytes, ...], ...], x: float, y: float, /
+) -> list[bool] | None:
+    """Whether (x, y) intersects each shape (closed rings of (x, y) doubles), as GEOS answers;
+    None where GEOS's orientation filter cannot be certain."""
+
 def simplified_indices(points: Sequence[tuple[float, float]], tolerance: float, /) -> list[int]:
     """Indices of the (x, y) points that GEOS's Douglas-Peucker simplification keeps."""

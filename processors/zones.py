@@ -20,6 +20,7 @@ import shapely
 from shapely.affinity import scale
 from shapely.geometry import shape
 
+from processors._geometry import intersects_rings
 from processors.geo import intersects_xy
 
 ZONE_KINDS = ("depot", "delivery", "restricted")
@@ -52,12 +53,19 @@ GRID_DEG = 0.01
 #: lookup of their organisation by their bounding box instead.
 GRID_MAX_CELLS = 4096
 
-#: A zone, its grown shape's bounding box, and its (grown, own) shapes as one object array.
-_Candidate = tuple["Zone", float, float, float, float, Any]
+#: A zone, its grown shape's bounding box, its (grown, own) shapes as one object array and
+#: the same shapes as rings for :func:`intersects_rings`.
+_Candidate = tuple["Zone", float, float, float, float, Any, tuple[tuple[bytes, ...], ...]]
 
 
 def _cell(value: float) -> int:
     return math.floor(value / GRID_DEG)
+
+
+def _rings(geometry: Any) -> tuple[bytes, ...]:
+    """Every ring of a (multi)polygon, each as the bytes of its (x, y) doubles."""
+    rings = shapely.get_rings(shapely.get_parts(geometry))
+    return tuple(np.ascontiguousarray(shapely.get_coordinates(r), float).tobytes() for r in rings)
 
 
 class Geofences:
@@ -74,7 +82,8 @@ class Geofences:
             cells, wide = self._grid.setdefault(zone.org_id, ({}, []))
             minx, miny, maxx, maxy = (float(b) for b in zone.outer.bounds)
             shapes = np.array([zone.outer, zone.geometry], dtype=object)
-            candidate = (zone, minx, miny, maxx, maxy, shapes)
+            rings = (_rings(zone.outer), _rings(zone.geometry))
+            candidate = (zone, minx, miny, maxx, maxy, shapes, rings)
             xs = range(_cell(minx), _cell(maxx) + 1)
             ys = range(_cell(miny), _cell(maxy) + 1)
             if len(xs) * len(ys) > GRID_MAX_CELLS:
@@ -109,8 +118,9 @@ class Geofences:
         """(zones containing the point, zones whose hysteresis-grown shape contains it).
 
         The point's grid cell lists the zones whose grown shape's bounding box may hold it (a
-        zone's own box lies inside that one); those whose box does are asked on their
-        prepared shapes. This runs for every fix: a fix away from every zone costs a dict
+        zone's own box lies inside that one); those whose box does are tested on their rings
+        in C, which is GEOS's own test, and on their prepared shapes by GEOS itself where the C
+        cannot be certain. This runs for every fix: a fix away from every zone costs a dict
         lookup, not a tree query.
         """
         entry = self._grid.get(org_id)
@@ -126,10 +136,13 @@ class Geofences:
             near = near + wide
         inner: list[str] = []
         outer: list[str] = []
-        for zone, minx, miny, maxx, maxy, shapes in near:
+        for zone, minx, miny, maxx, maxy, shapes, rings in near:
             if not (minx <= lon <= maxx and miny <= lat <= maxy):
                 continue
-            in_outer, in_zone = intersects_xy(shapes, lon, lat)
+            answer = intersects_rings(rings, lon, lat)
+            if answer is None:  # within rounding of an edge's line: GEOS decides
+                answer = intersects_xy(shapes, lon, lat)
+            in_outer, in_zone = answer
             if in_outer:
                 outer.append(zone.zone_id)
             if in_zone:
