@@ -191,11 +191,15 @@ def _simplify(
     path: list[tuple[int, int, int]], tolerance_m: float
 ) -> tuple[tuple[float, float], ...]:
     """The trip's (lon, lat) line, simplified as ``LineString(coords).simplify(tolerance in
-    degrees, preserve_topology=False)`` would (GEOS's Douglas-Peucker, in C)."""
+    degrees, preserve_topology=False)`` would (GEOS's Douglas-Peucker, in C).
+
+    The coordinates are whole 1e-7 degrees divided by 1e7: the double nearest to a decimal of
+    7 places, which ``round(x, 7)`` would return unchanged.
+    """
     coords = [(lon / 1e7, lat / 1e7) for _, lat, lon in path]
     if len(coords) >= 3 and tolerance_m > 0:
         coords = [coords[i] for i in simplified_indices(coords, tolerance_m / 111_320.0)]
-    return tuple((round(x, 7), round(y, 7)) for x, y in coords)
+    return tuple(coords)
 
 
 class Segmenter:

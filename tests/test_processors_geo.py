@@ -353,7 +353,14 @@ def trip_paths(draw: st.DrawFn) -> list[tuple[int, int, int]]:
 def test_c_simplification_keeps_what_geos_keeps(
     path: list[tuple[int, int, int]], tolerance_m: float
 ) -> None:
-    assert _simplify(path, tolerance_m) == _simplify_reference(path, tolerance_m)
+    assert repr(_simplify(path, tolerance_m)) == repr(_simplify_reference(path, tolerance_m))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(min_value=-1_800_000_000, max_value=1_800_000_000))
+def test_whole_e7_degrees_need_no_rounding(e7: int) -> None:
+    """Why _simplify does not round its coordinates to 7 places (the output's precision)."""
+    assert repr(round(e7 / 1e7, 7)) == repr(e7 / 1e7)
 
 
 def _inside_reference(hull: list[tuple[float, float]], p: tuple[float, float]) -> bool:
