@@ -237,6 +237,15 @@ static int read_point(PyObject *item, double *lat, double *lon) {
     return PyErr_Occurred() ? -1 : 0;
 }
 
+/* args[0..n) as doubles into out; -1 with an exception set otherwise. */
+static int read_doubles(PyObject *const *args, int n, double *out) {
+    for (int i = 0; i < n; i++) {
+        out[i] = PyFloat_AsDouble(args[i]);
+        if (out[i] == -1.0 && PyErr_Occurred()) return -1;
+    }
+    return 0;
+}
+
 /* The arguments (sequence, number) of window_stopped and simplified_indices: the sequence as
  * a new fast sequence (NULL with an exception set on a bad call) and the number in *value. */
 static PyObject *sequence_and_number(PyObject *const *args, Py_ssize_t nargs, const char *usage,
@@ -359,10 +368,9 @@ static PyObject *inside_convex(PyObject *self, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_TypeError, "inside_convex(hull, x, y)");
         return NULL;
     }
-    double x = PyFloat_AsDouble(args[1]);
-    if (x == -1.0 && PyErr_Occurred()) return NULL;
-    double y = PyFloat_AsDouble(args[2]);
-    if (y == -1.0 && PyErr_Occurred()) return NULL;
+    double xy[2];
+    if (read_doubles(args + 1, 2, xy) < 0) return NULL;
+    double x = xy[0], y = xy[1];
     PyObject *seq = PySequence_Fast(args[0], "inside_convex: the hull is a sequence");
     if (seq == NULL) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -572,10 +580,9 @@ static PyObject *intersects_rings(PyObject *self, PyObject *const *args, Py_ssiz
         PyErr_SetString(PyExc_TypeError, "intersects_rings(shapes, x, y): shapes is a tuple");
         return NULL;
     }
-    double x = PyFloat_AsDouble(args[1]);
-    if (x == -1.0 && PyErr_Occurred()) return NULL;
-    double y = PyFloat_AsDouble(args[2]);
-    if (y == -1.0 && PyErr_Occurred()) return NULL;
+    double xy[2];
+    if (read_doubles(args + 1, 2, xy) < 0) return NULL;
+    double x = xy[0], y = xy[1];
     if (!isfinite(x) || !isfinite(y)) Py_RETURN_NONE; /* GEOS's business */
     PyObject *shapes = args[0];
     Py_ssize_t n = PyTuple_GET_SIZE(shapes);
@@ -611,11 +618,7 @@ static int two_points(PyObject *const *args, Py_ssize_t nargs, const char *usage
         PyErr_SetString(PyExc_TypeError, usage);
         return -1;
     }
-    for (int i = 0; i < 4; i++) {
-        v[i] = PyFloat_AsDouble(args[i]);
-        if (v[i] == -1.0 && PyErr_Occurred()) return -1;
-    }
-    return 0;
+    return read_doubles(args, 4, v);
 }
 
 static PyObject *py_haversine_m(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
