@@ -79,6 +79,14 @@ class BenchResult:
             print(f"  note: {note}")
 
 
+def process_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds process ``pid`` has used so far, all its threads (Linux
+    /proc): what a benchmark divides by for a figure that does not depend on what else the
+    machine runs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _fmt(value: float) -> str:
     if abs(value) >= 100:
         return f"{value:,.0f}"

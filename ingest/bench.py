@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from config.settings import Settings, get_settings
-from geostream.bench import BenchResult, wait_ready
+from geostream.bench import BenchResult, process_cpu_s, wait_ready
 from geostream.bench_kafka import drop_topic, raw_produce, scratch_topic
 from geostream.db import create_pool
 from geostream.kafka import admin_client, create_topics, topic_name
@@ -28,13 +28,6 @@ from ingest.client import GatewayClient, PostStats, encode_body
 from ingest.encoding import encode_ingested
 from ingest.tokens import DeviceIdentity, TokenStore
 from ingest.validation import TimeLimits, validate_fix
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_fixes(courier: int, count: int, start: datetime) -> list[dict[str, Any]]:

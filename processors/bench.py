@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from config.settings import Settings, get_settings
-from geostream.bench import BenchResult
+from geostream.bench import BenchResult, process_cpu_s
 from geostream.bench_kafka import raw_consume
 from geostream.garbage import tune_gc
 from geostream.kafka import admin_client, create_consumer, create_topics, topic_name
@@ -254,12 +254,6 @@ def fixes_in(port: int, timeout_s: float = 2.0) -> float | None:
     return None
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process ``pid`` so far, all its threads (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class WorkerRate(NamedTuple):
     fixes_per_s: float
     fixes_per_cpu_s: float
@@ -304,7 +298,7 @@ def worker_rate(
                 raise RuntimeError(f"worker stopped or stalled; see {data_dir / 'worker.log'}")
             taken = fixes_in(port)
             if taken is not None:
-                samples.append((time.perf_counter(), taken, cpu_seconds(proc.pid)))
+                samples.append((time.perf_counter(), taken, process_cpu_s(proc.pid)))
             time.sleep(METRICS_POLL_S)
         t0, n0, cpu0 = next(sample for sample in samples if sample[1] >= 0.1 * fixes)
         t1, n1, cpu1 = samples[-1]

@@ -16,10 +16,9 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-from geostream.bench import BenchResult, wait_ready
+from geostream.bench import BenchResult, process_cpu_s, wait_ready
 from geostream.stack.system import free_port
 
 ORG = "bench-org"
@@ -37,12 +36,6 @@ def _percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 SEED = """
@@ -154,11 +147,11 @@ def run(args: argparse.Namespace) -> BenchResult:
         base = f"http://127.0.0.1:{port}"
         asyncio.run(wait_ready(base, process))
         n = args.requests
-        cpu_before = _cpu_seconds(process.pid)
+        cpu_before = process_cpu_s(process.pid)
         full = asyncio.run(
             _time_http(base, token, f"/v1/couriers/latest?limit={args.couriers}", n, args.couriers)
         )
-        api_cpu = (_cpu_seconds(process.pid) - cpu_before) / (n + 20)
+        api_cpu = (process_cpu_s(process.pid) - cpu_before) / (n + 20)
         page = settings.api_default_limit
         first = asyncio.run(_time_http(base, token, "/v1/couriers/latest", n, page))
         limit = asyncio.run(_time_sql(settings, api_url, n, args.couriers))
