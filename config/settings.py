@@ -138,8 +138,17 @@ class Settings(BaseSettings):
     reorder_window_s: float = Field(
         default=10.0,
         ge=0,
-        description="Fixes are held this long (in event time) so that ones arriving out of "
-        "order are put back in order before they reach the live state; older ones are late.",
+        description="A fix is held until one this much newer (in event time) has come, so "
+        "that ones arriving out of order are put back in order before they reach the live "
+        "state; older ones are late. reorder_hold_s bounds the wait in processing time.",
+    )
+    reorder_hold_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="The most a fix is held for reordering after the gateway received it. "
+        "At 0 each upload's fixes are put in order and released with the upload, so the live "
+        "position and the history never wait for the next upload; a fix of an earlier upload "
+        "that comes after a newer one is then late (kept for history, not segmented).",
     )
     clean_max_future_s: float = Field(
         default=120.0, ge=0, description="Refuse fixes whose ts is this far after received_at."

@@ -691,12 +691,16 @@ class Wiring:
                     self.idle[key] = self.partition_for(key, self.partitions)
         lagging = await self.lagging_partitions()
         now_ms = int(time.time() * 1000)
-        quiet_ms = int(1000 * min(self.settings.reorder_window_s, self.settings.trip_max_gap_s))
+        settings = self.settings
+        # held fixes are due after the shorter of their two bounds, an open trip after its gap
+        held_ms = int(1000 * min(settings.reorder_window_s, settings.reorder_hold_s))
+        gap_ms = int(1000 * settings.trip_max_gap_s)
         open_trips = 0
         for key, partition in list(self.idle.items()):
             cached = self.cache.get(key)
             if cached is not None:
                 open_trips += cached.seg.trip is not None
+                quiet_ms = held_ms if cached.buffer else gap_ms
                 if now_ms - cached.last_received_ms < quiet_ms:
                     continue
             if partition in lagging:

@@ -54,6 +54,7 @@ class ProcessorConfig:
     stop_min_duration_s: float = 120.0
     trip_max_gap_s: float = 600.0
     reorder_window_s: float = 10.0
+    reorder_hold_s: float = 0.0
     trip_simplify_tolerance_m: float = 10.0
     trip_path_max_points: int = 32
     stop_window_max_points: int = 16
@@ -98,6 +99,7 @@ class ProcessorConfig:
             stop_min_duration_s=settings.stop_min_duration_s,
             trip_max_gap_s=settings.trip_max_gap_s,
             reorder_window_s=settings.reorder_window_s,
+            reorder_hold_s=settings.reorder_hold_s,
             trip_simplify_tolerance_m=settings.trip_simplify_tolerance_m,
             trip_path_max_points=settings.trip_path_max_points,
             stop_window_max_points=settings.stop_window_max_points,

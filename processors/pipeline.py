@@ -6,10 +6,15 @@ command both call it, so they cannot disagree. Nothing here reads a clock: proce
 never leaks into outputs, and replaying the same input gives byte-identical records.
 
 Order of work for a fix: static checks and dedupe at once; then the fix waits in a small
-reorder buffer until it is ``reorder_window_s`` older than the newest fix seen (in event time);
-released fixes go, in time order, through the motion checks, enrichment and the segmenter.
-A fix that arrives older than what was already released is *late*: it passes the same static
-checks and is published with ``is_late=True`` for history, but never touches the live state.
+reorder buffer, and released fixes go, in time order, through the motion checks, enrichment
+and the segmenter. A fix is released when a fix ``reorder_window_s`` newer (in event time) has
+come, or when its upload has been taken in whole and the gateway received it at least
+``reorder_hold_s`` before the courier's newest fix (the hold's bound is in processing time,
+read from ``received_at``, so replays still give the same records). With the default hold
+of 0 an upload's fixes are put in order and released together: the live position leaves with
+the upload that carried it, not with the next one. A fix that arrives older than what was
+already released is *late*: it passes the same static checks and is published with
+``is_late=True`` for history, but never touches the live state.
 """
 
 from __future__ import annotations
@@ -137,6 +142,7 @@ class CourierProcessor:
             simplify_tolerance_m=config.trip_simplify_tolerance_m,
         )
         self.window_ms = int(config.reorder_window_s * 1000)
+        self.hold_ms = int(config.reorder_hold_s * 1000)
         self.dwell_ms = int(config.zone_min_dwell_s * 1000)
         # One segmenter for every courier: ``_accept`` points its ids at the courier in hand
         # (calls are synchronous), rather than building two objects per fix.
@@ -164,11 +170,13 @@ class CourierProcessor:
     def process_many(self, st: CourierState, fixes: Iterable[IngestedFix]) -> Outputs:
         """Handle fixes of ``st``'s courier in arrival order (an upload's worth, say).
 
-        The outputs, in their order, and the state are those of :meth:`process` called for
-        each fix in turn. Only the reorder buffer's release waits for the end: a fix newer
-        than the buffer would have released by now just joins the buffer, whose fixes are
-        then released in the same order either way; any other fix (late, rejected, or one the
-        release would reach) releases what is due first, as the fix-by-fix calls would have.
+        The fixes are one upload: at the end, what has waited out ``reorder_hold_s`` is
+        released (with the default 0, the whole upload). Without that bound (a hold longer
+        than the data) the outputs, in their order, and the state are those of
+        :meth:`process` called for each fix in turn: a fix newer than the buffer would have
+        released by now just joins the buffer, whose fixes are then released in the same
+        order either way; any other fix (late, rejected, or one the release would reach)
+        releases what is due first, as the fix-by-fix calls would have.
         """
         out = Outputs()
         rules = self.config.rules_for(st.org_id)
@@ -202,6 +210,10 @@ class CourierProcessor:
             if st.newest_ms is None or t_ms > st.newest_ms:
                 st.newest_ms = t_ms
             due = st.newest_ms - window_ms
+        if st.buffer:
+            held = self._held_until(st, st.last_received_ms)
+            if held is not None and (due is None or held > due):
+                due = held
         if due is not None:
             self._release(st, due, out, rules)
         return out
@@ -215,8 +227,10 @@ class CourierProcessor:
         out = Outputs()
         now_ms = epoch_ms(now)
         idle_ms = now_ms - st.last_received_ms
-        if st.buffer and idle_ms >= self.window_ms:
-            self._release(st, st.buffer_ms[-1], out, self.config.rules_for(st.org_id))
+        if st.buffer:
+            upto = st.buffer_ms[-1] if idle_ms >= self.window_ms else self._held_until(st, now_ms)
+            if upto is not None:
+                self._release(st, upto, out, self.config.rules_for(st.org_id))
         if idle_ms >= self.params.max_gap_ms and st.seg.trip is not None and not st.buffer:
             seg = Segmenter(self.params, _Ids(st.org_id, st.courier_id))
             events = seg.close_idle(st.seg, "timer")
@@ -242,6 +256,16 @@ class CourierProcessor:
         return self._stop(st, st.seg.stop_id, span)
 
     # internals ---------------------------------------------------------------------------------
+    def _held_until(self, st: CourierState, now_ms: int) -> int | None:
+        """The event time up to which the buffer is due by the hold: that of the newest held
+        fix the gateway received ``reorder_hold_s`` or more before ``now_ms`` (None if none)."""
+        latest = now_ms - self.hold_ms
+        upto: int | None = None
+        for fix, t_ms in zip(st.buffer, st.buffer_ms, strict=True):
+            if epoch_ms(fix.received_at) <= latest:
+                upto = t_ms
+        return upto
+
     def _release(self, st: CourierState, upto_ms: int, out: Outputs, rules: CleaningRules) -> None:
         n = bisect.bisect(st.buffer_ms, upto_ms)
         if n == 0:

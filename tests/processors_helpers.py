@@ -28,7 +28,7 @@ from processors.config import ProcessorConfig
 from processors.pipeline import CourierProcessor, CourierState, Outputs
 from processors.zones import Geofences
 from schemas.records import IngestedFix
-from schemas.wire import encode
+from schemas.wire import encode, encode_array
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 LAT0, LON0 = 45.7600, 4.8400
@@ -199,13 +199,18 @@ def raw_key(f: IngestedFix) -> bytes:
     return f"{f.org_id}/{f.courier_id}".encode()
 
 
-async def produce(settings: Settings, fixes: list[IngestedFix]) -> None:
+async def produce(settings: Settings, fixes: list[IngestedFix], per_record: int = 1) -> None:
+    """Write ``fixes`` to fixes.raw, one per record, or ``per_record`` of a courier to an array
+    record as the gateway writes an upload."""
     producer = create_producer(settings)
     await producer.start()
     try:
         topic = topic_name(settings, "fixes.raw")
-        for f in fixes:
-            await producer.send(topic, encode(f), key=raw_key(f))
+        for at in range(0, len(fixes), per_record):
+            group = fixes[at : at + per_record]
+            encoded = [encode(f) for f in group]
+            value = encoded[0] if per_record == 1 else encode_array(encoded)
+            await producer.send(topic, value, key=raw_key(group[0]))
         await producer.flush()
     finally:
         await producer.stop()

@@ -126,7 +126,8 @@ def test_derived_ids_are_the_uuid5_of_their_name(org, courier, kind, subject, ts
 
 
 def test_reorder_window_restores_order():
-    proc = processor(reorder_window_s=30.0)
+    """Fixes of separate uploads that arrive out of order, with a hold that waits for them."""
+    proc = processor(reorder_window_s=30.0, reorder_hold_s=60.0)
     ordered = day_route()
     shuffled = list(ordered)
     for i in range(0, len(shuffled) - 2, 3):  # swap neighbours: 10 s out of order
@@ -139,6 +140,45 @@ def test_reorder_window_restores_order():
     assert a.trips == b.trips
     assert not any(f.is_late for f in b.clean)
     assert [f.ts for f in b.clean] == sorted(f.ts for f in b.clean)
+
+
+def test_the_live_position_leaves_with_its_upload():
+    """Default hold 0: each upload, in any order within the window, is released whole, so the
+    newest fix is the live position at once and none waits for the next upload (issue 15)."""
+    proc = processor(reorder_window_s=30.0)
+    st = proc.new_state("acme", "c1")
+    route = [fix(i * 5, 0, i * 40, received_delay_s=(i // 5) * 25 + 30.0) for i in range(15)]
+    for n, at in enumerate(range(0, 15, 5)):
+        upload = route[at : at + 5]
+        out = proc.process_many(st, [upload[3], upload[0], upload[4], upload[2], upload[1]])
+        assert [f.fix_id for f in out.clean] == [f.fix_id for f in upload], n
+        assert not any(f.is_late for f in out.clean)
+        assert out.latest is not None
+        assert out.latest.fix_id == upload[-1].fix_id
+        assert st.buffer == []
+
+
+def test_a_hold_keeps_fixes_until_it_has_passed_in_processing_time():
+    proc = processor(reorder_window_s=600.0, reorder_hold_s=20.0)
+    st = proc.new_state("acme", "c1")
+    first = [fix(i * 5, 0, i * 40, received_delay_s=30.0 - i * 5) for i in range(4)]  # rx 30 s
+    assert proc.process_many(st, first).clean == []  # held: nothing has waited 20 s yet
+    second = [fix(20 + i * 5, 0, 160 + i * 40, received_delay_s=30.0 - i * 5) for i in range(4)]
+    out = proc.process_many(st, second)  # received 20 s after the first upload
+    assert [f.fix_id for f in out.clean] == [f.fix_id for f in first]
+    received = second[-1].received_at
+    assert proc.close_idle(st, received + timedelta(seconds=19)).clean == []
+    out = proc.close_idle(st, received + timedelta(seconds=20))
+    assert [f.fix_id for f in out.clean] == [f.fix_id for f in second]
+    assert st.buffer == []
+
+
+def test_an_older_fix_of_a_later_upload_is_late_without_a_hold():
+    proc = processor(reorder_window_s=30.0)
+    st, _ = run(proc, [fix(i * 10, 0, i * 80) for i in range(5)])
+    out = proc.process(st, fix(25, 0, 200, fix_id="retried"))
+    assert [(f.fix_id, f.is_late) for f in out.clean] == [("retried", True)]
+    assert out.latest is None
 
 
 def test_late_fix_is_kept_but_does_not_touch_live_state():

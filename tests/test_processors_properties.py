@@ -48,6 +48,9 @@ def build(leg_list, gap_list):
     return fixes
 
 
+NO_HOLD_BOUND = 1e9  # s: longer than any test's data, so only the event-time window releases
+
+
 def feed(proc: CourierProcessor, fixes, splits=()):
     """Process everything; at each split the state goes through bytes and back."""
     state = proc.new_state("acme", "c1")
@@ -105,7 +108,7 @@ def test_output_is_independent_of_batch_boundaries(leg_list, gap_list, splits):
 @given(legs, gaps, st.randoms(use_true_random=False))
 def test_duplicates_and_reordering_yield_the_same_stops(leg_list, gap_list, rnd):
     window = 30.0
-    proc = processor(reorder_window_s=window)
+    proc = processor(reorder_window_s=window, reorder_hold_s=NO_HOLD_BOUND)
     fixes = build(leg_list, gap_list)
     messy = list(fixes)
     for i in range(len(messy) - 1):  # swap neighbours that are within the reorder window
@@ -129,8 +132,9 @@ def test_duplicates_and_reordering_yield_the_same_stops(leg_list, gap_list, rnd)
     st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=40),
 )
 def test_a_run_of_fixes_in_one_call_equals_fix_by_fix(leg_list, gap_list, rnd, chunk_sizes):
-    """``process_many`` releases the reorder buffer once per call; nothing else may differ."""
-    proc = processor(reorder_window_s=rnd.choice([0.0, 5.0, 30.0]))
+    """Without a hold bound ``process_many`` releases the reorder buffer once per call;
+    nothing else may differ."""
+    proc = processor(reorder_window_s=rnd.choice([0.0, 5.0, 30.0]), reorder_hold_s=NO_HOLD_BOUND)
     messy = build(leg_list, gap_list)
     for i in range(len(messy) - 1):  # neighbours swapped, across the reorder window too
         if rnd.random() < 0.25:
@@ -163,3 +167,33 @@ def test_a_run_of_fixes_in_one_call_equals_fix_by_fix(leg_list, gap_list, rnd, c
     got.extend(proc.finish(in_runs))
     assert got == expected
     assert len(expected.clean) + len(expected.rejected) == len(messy)  # each fix accounted for
+
+
+@PROPS
+@given(
+    legs,
+    gaps,
+    st.randoms(use_true_random=False),
+    st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=40),
+)
+def test_without_a_hold_every_upload_is_out_before_the_next(leg_list, gap_list, rnd, sizes):
+    """Default hold 0: whatever the order, each upload's fixes all come out of the call that
+    took the upload, and the live position is its newest clean fix (issue 15)."""
+    proc = processor(reorder_window_s=rnd.choice([0.0, 5.0, 30.0]))
+    messy = build(leg_list, gap_list)
+    for i in range(len(messy) - 1):
+        if rnd.random() < 0.25:
+            messy[i], messy[i + 1] = messy[i + 1], messy[i]
+    state = proc.new_state("acme", "c1")
+    at = 0
+    for size in itertools.cycle(sizes):
+        if at >= len(messy):
+            break
+        upload = messy[at : at + size]
+        at += size
+        out = proc.process_many(state, upload)
+        assert state.buffer == []
+        assert len(out.clean) + len(out.rejected) == len(upload)
+        live = [f for f in out.clean if not f.is_late]
+        if live:
+            assert out.latest == max(live, key=lambda f: f.ts)

@@ -103,6 +103,29 @@ async def test_timer_closes_trip_when_no_fix_arrives(settings, worker_dir):
     assert trips[0]["fix_count"] == 10
 
 
+async def test_the_live_position_is_out_before_the_next_upload(settings, worker_dir):
+    """One upload of five fixes, shuffled within the window, and no timer: ``courier.latest``
+    and fixes.clean get its newest fix without waiting for another upload (issue 15)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    upload = [fix(i * 5.0, 0, i * 40, courier="live-1") for i in range(5)]
+    upload = shifted(upload, now - timedelta(seconds=25), received=now)
+    no_timer = {"GEOSTREAM_WORKER_IDLE_INTERVAL_S": "3600"}
+    proc = start_worker(settings, worker_dir / "state", worker_dir / "w.log", extra_env=no_timer)
+    try:
+        await produce(settings, [upload[i] for i in (1, 0, 3, 2, 4)], per_record=5)
+        newest = upload[-1].fix_id
+        latest = await consume(
+            settings, "courier.latest", lambda rs: newest in {r["fix_id"] for r in rs}, 90, proc
+        )
+        clean = await consume(settings, "fixes.clean", lambda rs: len(rs) >= len(upload))
+    finally:
+        stop_worker(proc)
+        await drop_internal_topics(settings)
+    assert latest[-1]["fix_id"] == newest
+    assert [c["fix_id"] for c in clean] == [f.fix_id for f in upload]
+    assert not any(c["is_late"] for c in clean)
+
+
 @pytest.mark.parametrize(
     ("store", "stop"),
     [
