@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     ingest_retry_after_s: int = Field(
         default=5, ge=1, description="Retry-After seconds sent with 503 when Kafka is unavailable."
     )
+    ingest_max_pending_fixes: int = Field(
+        default=20_000,
+        ge=1,
+        description="Fixes one gateway process may have waiting for Kafka's ack; a request "
+        "beyond that gets 503 kafka_backlog with Retry-After at once (about 4 s of 5,000 "
+        "fixes/s; acks normally take milliseconds).",
+    )
 
     # Processors (worker, cleaning, segmentation) ---------------------------------------------
     stop_max_diameter_m: float = Field(

@@ -55,6 +55,16 @@ def create_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer
     return AIOKafkaProducer(**options)
 
 
+def sender_stopped(producer: AIOKafkaProducer) -> bool:
+    """Whether the producer's sender task has ended, so that every send fails from now on.
+
+    aiokafka (0.14) keeps that task private; ``test_a_producer_whose_sender_stopped_is_replaced``
+    in ``tests/test_ingest_gateway.py`` ends one for real, so an upgrade that moves it fails there.
+    """
+    task = producer._sender.sender_task
+    return task is None or task.done()
+
+
 def create_consumer(settings: Settings, *topics: str, **overrides: object) -> AIOKafkaConsumer:
     """The one consumer configuration of geostream; callers override only what differs.
 

@@ -254,7 +254,7 @@ class Gateway:
                 log.warning("answering 503: %s", exc)
                 raise Reply(
                     503,
-                    "kafka_unavailable",
+                    exc.reason,
                     "fixes not stored; retry the same request later",
                     [(b"retry-after", str(self.settings.ingest_retry_after_s).encode())],
                 ) from exc

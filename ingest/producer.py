@@ -1,10 +1,15 @@
 """The gateway's way into ``fixes.raw``: one request's fixes as a few records, acked.
 
 All fixes of a request share one key (courier scoped by org), hence one partition: they go as
-JSON arrays of up to :data:`FIXES_PER_RECORD` fixes, in whole record batches
-(:func:`geostream.kafka.send_batches`), since every Kafka record costs tens of microseconds
-in each process that handles it. The partition is chosen with the
-producer's default partitioner, so the placement equals what ``send(key=...)`` would pick.
+JSON arrays of up to :data:`FIXES_PER_RECORD` fixes, since every Kafka record costs tens of
+microseconds in each process that handles it. Records go through ``producer.send``, so the
+requests that arrive together share the partition's open record batch. (A batch of its own
+per request, through ``send_batch``, waits until the partition has no batch queued: with
+one produce request in flight per broker, a partition then took one phone upload per round
+trip, and 1,000 small uploads a second timed out.)
+
+A slow or absent ack is the broker's state, not the producer's: the request gets a 503 with
+Retry-After and the producer stays. Only a producer whose sender task has ended is replaced.
 The producer comes from :func:`geostream.kafka.create_producer` (acks=all, idempotent, zstd).
 """
 
@@ -18,10 +23,9 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
 
 from config.settings import Settings
-from geostream.kafka import create_producer, send_batches, topic_name
+from geostream.kafka import create_producer, sender_stopped, topic_name
 from schemas.wire import encode_array
 
 log = logging.getLogger("geostream.ingest.producer")
@@ -34,6 +38,15 @@ FIXES_PER_RECORD = 200
 class KafkaUnavailable(Exception):
     """Kafka did not acknowledge the batch in time (or refused it): answer 503, client retries."""
 
+    reason = "kafka_unavailable"
+
+
+class KafkaBacklog(KafkaUnavailable):
+    """More fixes wait for Kafka's ack than ``ingest_max_pending_fixes``: answer 503 at once
+    rather than queue the request behind them."""
+
+    reason = "kafka_backlog"
+
 
 class FixProducer:
     """Owns the aiokafka producer of one gateway process and replaces it if it breaks."""
@@ -42,9 +55,11 @@ class FixProducer:
         self.settings = settings
         self.topic = topic_name(settings, "fixes.raw")
         self.timeout_s = settings.ingest_produce_timeout_s
+        self.max_pending = settings.ingest_max_pending_fixes
+        self.pending = 0  # fixes handed to the producer and not yet acked (or given up on)
+        self.replaced = 0  # producers dropped because their sender had stopped
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
-        self._partitioner = DefaultPartitioner()
         self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -61,10 +76,19 @@ class FixProducer:
                 await asyncio.wait_for(producer.stop(), self.timeout_s)
 
     async def _ensure(self) -> AIOKafkaProducer:
+        """The producer, connected; one whose sender task has ended is replaced first."""
         producer = self._producer
-        if producer is not None:
+        if producer is not None and not sender_stopped(producer):
             return producer
         async with self._lock:
+            broken = self._producer
+            if broken is not None and sender_stopped(broken):
+                log.warning("the producer's sender has stopped; replacing the producer")
+                self._producer = None
+                self.replaced += 1
+                task = asyncio.get_running_loop().create_task(self._close(broken))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             if self._producer is None:
                 candidate = create_producer(self.settings, client_id="geostream-ingest")
                 try:
@@ -76,11 +100,7 @@ class FixProducer:
                 self._producer = candidate
             return self._producer
 
-    async def _replace(self, broken: AIOKafkaProducer) -> None:
-        """Drop a producer whose sender failed for good; the next request makes a new one."""
-        async with self._lock:
-            if self._producer is broken:
-                self._producer = None
+    async def _close(self, broken: AIOKafkaProducer) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(broken.stop(), self.timeout_s)
 
@@ -88,41 +108,40 @@ class FixProducer:
         """Write ``values`` under ``key`` and wait until Kafka acknowledged every one.
 
         Returns the seconds it took. Raises :class:`KafkaUnavailable` when Kafka does not ack
-        within ``ingest_produce_timeout_s``; records may still land later, which is safe:
-        the client retries with the same ``fix_id``s and downstream deduplicates on them.
+        within ``ingest_produce_timeout_s`` (or :class:`KafkaBacklog` at once, when too many
+        fixes wait for acks already); records may still land later, which is safe: the client
+        retries with the same ``fix_id``s and downstream deduplicates on them.
         """
         if not values:
             return 0.0
+        if self.pending + len(values) > self.max_pending:
+            raise KafkaBacklog(f"{self.pending} fixes wait for Kafka's ack")
         began = time.perf_counter()
+        self.pending += len(values)
         try:
             await asyncio.wait_for(self._send(key, values), self.timeout_s)
         except TimeoutError as exc:
             raise KafkaUnavailable(f"no ack within {self.timeout_s}s") from exc
+        finally:
+            self.pending -= len(values)
         return time.perf_counter() - began
 
     async def _send(self, key: bytes, values: Sequence[bytes]) -> None:
         producer = await self._ensure()
         try:
-            await self._send_batches(producer, key, values)
+            acks = [
+                await producer.send(
+                    self.topic, encode_array(values[at : at + FIXES_PER_RECORD]), key=key
+                )
+                for at in range(0, len(values), FIXES_PER_RECORD)
+            ]
+            await asyncio.gather(*acks)
         except KafkaError as exc:
-            # Retriable errors were already retried by the producer; what reaches us means
-            # this producer gave up (e.g. its sender died): replace it in the background.
-            log.warning("produce failed, replacing the producer: %r", exc)
-            task = asyncio.get_running_loop().create_task(self._replace(producer))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            # Retriable errors were already retried, and batches that outlived the request
+            # timeout fail with KafkaTimeoutError: the broker is slow or away, and a new
+            # producer would only add its connection set-up to the load. (A producer whose
+            # sender task has ended is replaced by the next request's _ensure.)
             raise KafkaUnavailable(repr(exc)) from exc
-
-    async def _send_batches(
-        self, producer: AIOKafkaProducer, key: bytes, values: Sequence[bytes]
-    ) -> None:
-        partitions = sorted(await producer.partitions_for(self.topic))
-        partition = self._partitioner(key, partitions, partitions)
-        records = [
-            (key, encode_array(values[at : at + FIXES_PER_RECORD]))
-            for at in range(0, len(values), FIXES_PER_RECORD)
-        ]
-        await asyncio.gather(*await send_batches(producer, self.topic, partition, records))
 
     async def ready(self, timeout_s: float = 3.0) -> tuple[bool, str]:
         """Kafka reachable: the producer is connected and the broker answers a metadata request."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -26,7 +28,8 @@ from config.settings import Settings, get_settings
 from geostream.db import create_pool
 from geostream.kafka import create_consumer, create_producer, topic_name
 from geostream.stack import Stack
-from geostream.stack.system import free_port
+from geostream.stack.system import free_port, pid_alive
+from ingest.app import Gateway as GatewayApp
 from ingest.server import server_config
 from ingest.tokens import TokenStore
 from schemas.records import IngestedFix
@@ -42,6 +45,7 @@ class Gateway:
     settings: Settings
     store: TokenStore
     session: aiohttp.ClientSession
+    app: GatewayApp
 
     async def device(self, org: str, courier: str, device: str | None = None) -> str:
         return await self.store.create(org, courier, device or f"dev-{uuid.uuid4().hex[:8]}")
@@ -72,7 +76,8 @@ class Gateway:
 @contextlib.asynccontextmanager
 async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     port = free_port()
-    server = uvicorn.Server(server_config(settings, port=port))
+    config = server_config(settings, port=port)
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         assert not task.done(), "gateway failed to start"
@@ -81,7 +86,9 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     await pool.open()
     try:
         async with aiohttp.ClientSession() as session:
-            yield Gateway(f"http://127.0.0.1:{port}", port, settings, TokenStore(pool), session)
+            yield Gateway(
+                f"http://127.0.0.1:{port}", port, settings, TokenStore(pool), session, config.app
+            )
     finally:
         await pool.close()
         server.should_exit = True
@@ -518,6 +525,114 @@ async def test_503_with_retry_after_when_kafka_is_unreachable(settings: Settings
         assert orjson.loads(body)["kafka"]["ok"] is False
         status, _ = await gateway.get("/healthz")
         assert status == 200
+
+
+@contextlib.contextmanager
+def broker_paused() -> Iterable[None]:
+    """The real broker stopped in its tracks (SIGSTOP): connections stay open, nothing answers."""
+    pid = pid_alive(Stack(get_settings()).kafka.pid_file)
+    assert pid is not None, "the stack's Kafka is not running"
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_a_stalled_broker_gets_503_with_retry_after_and_the_producer_stays(
+    settings: Settings,
+) -> None:
+    """Acks that do not come are the broker's state: devices are told to come back later, the
+    producer is kept (a new one would only add connection set-up to the load), and nothing
+    acknowledged is lost. The wait outlasts the producer's request timeout (15 s), after which
+    aiokafka fails the stuck batches with KafkaTimeoutError: the old gateway replaced its
+    producer on that."""
+    slow = settings.model_copy(
+        update={
+            "ingest_produce_timeout_s": 20.0,
+            "ingest_retry_after_s": 4,
+            "ingest_rate_per_s": 1000.0,
+            "ingest_rate_burst": 1000.0,
+        }
+    )
+    async with running_gateway(slow) as gateway:
+        token = await gateway.device("acme", "courier-stall")
+        before = [fix() for _ in range(5)]
+        status, _, _ = await gateway.post(token, {"fixes": before})
+        assert status == 200
+        producer = gateway.app.producer._producer
+        during = [[fix() for _ in range(5)] for _ in range(20)]
+        with broker_paused():
+            posts = [
+                asyncio.create_task(gateway.post(token, {"fixes": upload})) for upload in during
+            ]
+            done, _ = await asyncio.wait(posts, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+            assert done, "no answer while the broker was stalled"
+        answers = await asyncio.gather(*posts)
+        refused = [
+            (status, answer, headers) for status, answer, headers in answers if status != 200
+        ]
+        assert refused, "the stalled broker refused nothing"
+        for status, answer, headers in refused:
+            assert (status, answer["error"], headers["Retry-After"]) == (
+                503,
+                "kafka_unavailable",
+                "4",
+            )
+        assert gateway.app.producer._producer is producer
+        assert gateway.app.producer.replaced == 0
+        after = [fix() for _ in range(5)]
+        status, _, _ = await gateway.post(token, {"fixes": after})
+        assert status == 200
+    acked = {f["fix_id"] for f in before + after}
+    for (status, _, _), upload in zip(answers, during, strict=True):
+        if status == 200:
+            acked |= {f["fix_id"] for f in upload}
+    records = by_fix_id(await consume(slow, len(acked), settle_s=3.0))
+    assert not acked - set(records), "acknowledged fixes are missing"
+
+
+async def test_a_backlog_of_unacked_fixes_gets_503_at_once(settings: Settings) -> None:
+    tight = settings.model_copy(
+        update={
+            "ingest_max_pending_fixes": 10,
+            "ingest_produce_timeout_s": 20.0,
+            "ingest_rate_per_s": 1000.0,
+            "ingest_rate_burst": 1000.0,
+        }
+    )
+    async with running_gateway(tight) as gateway:
+        token = await gateway.device("acme", "courier-backlog")
+        with broker_paused():
+            first = gateway.post(token, {"fixes": [fix() for _ in range(8)]})
+            waiting = asyncio.ensure_future(first)
+            while gateway.app.producer.pending < 8:
+                assert not waiting.done()
+                await asyncio.sleep(0.01)
+            status, answer, headers = await gateway.post(token, {"fixes": [fix(), fix(), fix()]})
+            assert (status, answer["error"]) == (503, "kafka_backlog")
+            assert headers["Retry-After"] == str(tight.ingest_retry_after_s)
+        status, _, _ = await waiting
+        assert status in (200, 503)
+        status, _, _ = await gateway.post(token, {"fixes": [fix(), fix(), fix()]})
+        assert status == 200
+
+
+async def test_a_producer_whose_sender_stopped_is_replaced(gateway: Gateway) -> None:
+    token = await gateway.device("acme", "courier-sender")
+    status, _, _ = await gateway.post(token, {"fixes": [fix()]})
+    assert status == 200
+    broken = gateway.app.producer._producer
+    assert broken is not None
+    sender = broken._sender.sender_task
+    sender.cancel()  # a sender task that ended, as aiokafka's fatal errors leave it
+    await asyncio.wait([sender])
+    sent = fix()
+    status, answer, _ = await gateway.post(token, {"fixes": [sent]})
+    assert status == 200, answer
+    assert gateway.app.producer.replaced == 1
+    assert gateway.app.producer._producer is not broken
+    assert sent["fix_id"] in by_fix_id(await consume(gateway.settings, 2))
 
 
 # Health and metrics --------------------------------------------------------------------------
