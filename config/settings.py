@@ -108,6 +108,13 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a resolved device token is cached; revocation bites within it.",
     )
+    ingest_token_stale_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="While PostgreSQL cannot be asked, a device token resolved at most this "
+        "long past its cache TTL is still honoured, so phones keep posting through a database "
+        "outage (Kafka buffers); unknown tokens get 503 token_store_unavailable.",
+    )
     ingest_produce_timeout_s: float = Field(
         default=10.0, gt=0, description="Wait for Kafka acks this long before answering 503."
     )
@@ -322,10 +329,11 @@ class Settings(BaseSettings):
         default=15.0, gt=0, description="Comment line sent on idle /v1/live streams this often."
     )
     api_sse_queue_size: int = Field(
-        default=1000,
+        default=10_000,
         ge=1,
         description="Updates buffered per /v1/live client; a client that falls this far behind "
-        "is told so and disconnected (it reconnects and reloads /v1/couriers/latest).",
+        "is told so and disconnected (it reconnects and reloads /v1/couriers/latest). An org "
+        "of 10,000 couriers sends 1,000 updates/s: this is 10 s of them, about 3 MB.",
     )
 
     @classmethod

@@ -30,7 +30,11 @@ def hash_token(token: str) -> bytes:
 class TokenCache(Generic[T]):
     """Token hash -> identity (or None: unknown/revoked) for ``ttl_s`` seconds, bounded in size.
 
-    With ``ttl_s = 0`` nothing is cached and every request asks the database.
+    With ``ttl_s = 0`` nothing is cached and every request asks the database. An entry past
+    its TTL is kept ``stale_s`` longer for :meth:`stale`: what a service may answer while the
+    database cannot be asked (a revocation made just before an outage then bites at most
+    ``ttl_s + stale_s`` late). When full, the entry refreshed longest ago makes room: a flood
+    of new tokens pushes out one entry at a time, never the whole cache.
     """
 
     def __init__(
@@ -38,11 +42,13 @@ class TokenCache(Generic[T]):
         ttl_s: float,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        stale_s: float = 0.0,
     ) -> None:
         self.ttl_s = ttl_s
+        self.stale_s = stale_s
         self.max_entries = max_entries
         self.clock = clock
-        self._entries: dict[bytes, tuple[float, T | None]] = {}
+        self._entries: dict[bytes, tuple[float, T | None]] = {}  # oldest refresh first
 
     def get(self, token_hash: bytes) -> tuple[bool, T | None]:
         """(hit, identity): a miss means "ask the database"."""
@@ -50,17 +56,26 @@ class TokenCache(Generic[T]):
         if entry is None:
             return False, None
         expires, identity = entry
-        if self.clock() >= expires:
-            del self._entries[token_hash]
+        now = self.clock()
+        if now >= expires:
+            if now >= expires + self.stale_s:
+                del self._entries[token_hash]
             return False, None
         return True, identity
+
+    def stale(self, token_hash: bytes) -> tuple[bool, T | None]:
+        """(hit, identity) of an entry at most ``stale_s`` past its TTL: for when the database
+        cannot be asked."""
+        entry = self._entries.get(token_hash)
+        if entry is None or self.clock() >= entry[0] + self.stale_s:
+            return False, None
+        return True, entry[1]
 
     def put(self, token_hash: bytes, identity: T | None) -> None:
         if self.ttl_s <= 0:
             return
-        if len(self._entries) >= self.max_entries:
-            now = self.clock()
-            self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()
-        self._entries[token_hash] = (self.clock() + self.ttl_s, identity)
+        entries = self._entries
+        entries.pop(token_hash, None)  # a refreshed entry moves to the end
+        while len(entries) >= self.max_entries:
+            del entries[next(iter(entries))]
+        entries[token_hash] = (self.clock() + self.ttl_s, identity)

@@ -115,7 +115,10 @@ class Gateway:
         self.producer = FixProducer(settings)
         self.pool = create_pool(settings)
         self.tokens = TokenResolver(
-            TokenStore(self.pool), TokenCache[DeviceIdentity](settings.ingest_token_cache_ttl_s)
+            TokenStore(self.pool),
+            TokenCache[DeviceIdentity](
+                settings.ingest_token_cache_ttl_s, stale_s=settings.ingest_token_stale_s
+            ),
         )
 
     # Lifecycle -------------------------------------------------------------------------------

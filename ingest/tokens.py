@@ -6,6 +6,8 @@ seconds: a revoked token stops working within that time.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -16,6 +18,10 @@ from pydantic import TypeAdapter, ValidationError
 from geostream.tokens import TokenCache, hash_token, new_token
 from schemas.records import Identifier
 
+INSERT_DEVICE_ROW: Final = (
+    "INSERT INTO device_tokens (token_hash, token_hint, org_id, courier_id, device_id)"
+    " VALUES (%s, %s, %s, %s, %s)"
+)
 TOKEN_PREFIX: Final = "gsd_"  # noqa: S105 (a prefix, not a secret)
 HINT_LENGTH: Final = 10
 
@@ -79,9 +85,7 @@ class TokenStore:
                 )
             try:
                 await conn.execute(
-                    "INSERT INTO device_tokens"
-                    " (token_hash, token_hint, org_id, courier_id, device_id)"
-                    " VALUES (%s, %s, %s, %s, %s)",
+                    INSERT_DEVICE_ROW,
                     (hash_token(token), token[:HINT_LENGTH], org_id, courier_id, device_id),
                 )
             except UniqueViolation as exc:
@@ -90,6 +94,25 @@ class TokenStore:
                     " revoke it first or pass --rotate"
                 ) from exc
         return token
+
+    async def create_many(self, org_id: str, devices: Sequence[tuple[str, str]]) -> list[str]:
+        """Tokens for many new ``(courier_id, device_id)`` of one org, in one transaction (a
+        fleet enrolled at once; a device that has a live token fails the whole call)."""
+        for courier_id, device_id in devices:
+            check_identifier("courier", courier_id)
+            check_identifier("device", device_id)
+        check_identifier("org", org_id)
+        tokens = [new_device_token() for _ in devices]
+        rows = [
+            (hash_token(token), token[:HINT_LENGTH], org_id, courier_id, device_id)
+            for token, (courier_id, device_id) in zip(tokens, devices, strict=True)
+        ]
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            try:
+                await cursor.executemany(INSERT_DEVICE_ROW, rows)
+            except UniqueViolation as exc:
+                raise DeviceError(f"a device of org {org_id!r} already has a live token") from exc
+        return tokens
 
     async def revoke(
         self,
@@ -138,15 +161,35 @@ class TokenStore:
 class TokenResolver:
     """What the gateway asks: which device does this bearer token belong to?"""
 
+    #: The longest a lookup may take before the request is answered without it.
+    LOOKUP_TIMEOUT_S = 2.0
+    #: After a failed lookup, stale entries are served without asking for this long, so an
+    #: outage costs each request nothing rather than a timeout.
+    STORE_RETRY_S = 1.0
+
     def __init__(self, store: TokenStore, cache: TokenCache[DeviceIdentity]) -> None:
         self.store = store
         self.cache = cache
+        self._store_down_until = float("-inf")
 
     async def resolve(self, token: str) -> DeviceIdentity | None:
+        """The token's device; while the store cannot be asked, a stale cache entry (devices
+        seen recently keep posting through a database outage: Kafka is the buffer)."""
         token_hash = hash_token(token)
         hit, identity = self.cache.get(token_hash)
         if hit:
             return identity
-        identity = await self.store.lookup(token_hash)
+        if self.cache.clock() < self._store_down_until:
+            hit, identity = self.cache.stale(token_hash)
+            if hit:
+                return identity
+        try:
+            identity = await asyncio.wait_for(self.store.lookup(token_hash), self.LOOKUP_TIMEOUT_S)
+        except Exception:
+            self._store_down_until = self.cache.clock() + self.STORE_RETRY_S
+            hit, identity = self.cache.stale(token_hash)
+            if hit:
+                return identity
+            raise
         self.cache.put(token_hash, identity)
         return identity

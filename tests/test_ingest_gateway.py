@@ -635,6 +635,38 @@ async def test_a_producer_whose_sender_stopped_is_replaced(gateway: Gateway) -> 
     assert sent["fix_id"] in by_fix_id(await consume(gateway.settings, 2))
 
 
+async def test_devices_seen_recently_post_through_a_database_outage(settings: Settings) -> None:
+    """Kafka is the buffer: with PostgreSQL stopped, a device whose token was resolved lately
+    is still taken (a bounded stale cache entry); an unknown token gets 503, not 401."""
+    quick = settings.model_copy(
+        update={"ingest_token_cache_ttl_s": 0.2, "ingest_token_stale_s": 600.0}
+    )
+    postgres = Stack(get_settings()).postgres
+    async with running_gateway(quick) as gateway:
+        suffix = uuid.uuid4().hex[:8]
+        known, unseen = await gateway.store.create_many(
+            "acme", [("courier-db-1", f"db1-{suffix}"), ("courier-db-2", f"db2-{suffix}")]
+        )
+        before = [fix()]
+        status, _, _ = await gateway.post(known, {"fixes": before})
+        assert status == 200
+        await asyncio.to_thread(postgres.stop)
+        try:
+            await asyncio.sleep(0.3)  # past the cache's TTL: a fresh entry would be asked for
+            during = [fix() for _ in range(3)]
+            status, answer, _ = await gateway.post(known, {"fixes": during})
+            assert (status, answer["accepted"]) == (200, 3)
+            status, answer, headers = await gateway.post(unseen, {"fixes": [fix()]})
+            assert (status, answer["error"]) == (503, "token_store_unavailable")
+            assert headers["Retry-After"] == str(quick.ingest_retry_after_s)
+        finally:
+            await asyncio.to_thread(postgres.start)
+        status, _, _ = await gateway.post(unseen, {"fixes": [fix()]})
+        assert status == 200
+    records = by_fix_id(await consume(quick, 5))
+    assert {f["fix_id"] for f in before + during} <= set(records)
+
+
 # Health and metrics --------------------------------------------------------------------------
 
 

@@ -112,10 +112,44 @@ def test_token_cache_is_bounded_and_ttl_zero_disables_it() -> None:
     cache = TokenCache[DeviceIdentity](ttl_s=5.0, max_entries=3, clock=clock)
     for i in range(10):
         cache.put(bytes([i]), None)
-    assert sum(cache.get(bytes([i]))[0] for i in range(10)) <= 3
+    assert [cache.get(bytes([i]))[0] for i in range(10)] == [False] * 7 + [True] * 3
     off = TokenCache[DeviceIdentity](ttl_s=0.0, clock=clock)
     off.put(b"h", None)
     assert off.get(b"h") == (False, None)
+
+
+def test_a_full_token_cache_makes_room_one_entry_at_a_time() -> None:
+    """Issue 16, finding 6: a flood of new tokens used to clear the whole cache."""
+    clock = Clock()
+    cache = TokenCache[DeviceIdentity](ttl_s=5.0, max_entries=100, clock=clock)
+    devices = [DeviceIdentity("acme", f"c{i}", f"d{i}") for i in range(50)]
+    for i, who in enumerate(devices):
+        cache.put(b"device-%d" % i, who)
+    for i in range(50):
+        cache.put(b"flood-%d" % i, None)
+    cache.put(b"device-0", devices[0])  # refreshed: now the newest
+    cache.put(b"flood-50", None)  # makes room by dropping device-1, the oldest refresh
+    assert cache.get(b"device-0") == (True, devices[0])
+    assert cache.get(b"device-1") == (False, None)
+    assert all(cache.get(b"device-%d" % i) == (True, devices[i]) for i in range(2, 50))
+
+
+def test_token_cache_serves_stale_entries_within_their_bound() -> None:
+    clock = Clock()
+    cache = TokenCache[DeviceIdentity](ttl_s=5.0, clock=clock, stale_s=60.0)
+    who = DeviceIdentity("acme", "c1", "d1")
+    cache.put(b"h", who)
+    clock.now += 30.0
+    assert cache.get(b"h") == (False, None)  # past the TTL: ask the database
+    assert cache.stale(b"h") == (True, who)  # ... and if it cannot be asked, this
+    clock.now += 35.0
+    assert cache.stale(b"h") == (False, None)  # 65 s after: beyond the bound
+    assert cache.get(b"h") == (False, None)
+    assert cache.stale(b"never") == (False, None)
+    no_stale = TokenCache[DeviceIdentity](ttl_s=5.0, clock=clock)
+    no_stale.put(b"h", who)
+    clock.now += 5.0
+    assert no_stale.stale(b"h") == (False, None)
 
 
 def test_identity_key_scopes_courier_by_org() -> None:
