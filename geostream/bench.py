@@ -29,6 +29,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "processors.bench",
     "sinks.bench",
     "sinks.api.bench",
+    "geostream.bench_e2e",
 )
 DOC = PROJECT_DIR / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks
@@ -88,6 +89,8 @@ def process_cpu_s(pid: int) -> float:
 
 
 def _fmt(value: float) -> str:
+    if value != value or value in (float("inf"), float("-inf")):  # NaN: not measured
+        return str(value)
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:,.3g}" if value != int(value) else f"{int(value):,}"
