@@ -242,6 +242,13 @@ class Settings(BaseSettings):
         description="faust processing guarantee: exactly_once commits outputs, state changelog "
         "and offsets in one Kafka transaction, so a killed worker never re-emits or loses.",
     )
+    worker_commit_interval_s: float = Field(
+        default=0.3,
+        gt=0,
+        description="How often the worker commits its transactions; readers of its topics "
+        "(the sink, read_committed) see outputs only then, so this is part of every fix's "
+        "way into the database (faust's default is 2.8 s).",
+    )
     worker_partitions: int = Field(
         default=6, ge=1, description="Partitions of fixes.raw (and the table's changelog)."
     )
@@ -260,7 +267,7 @@ class Settings(BaseSettings):
         default=20_000, ge=1, description="The sink writes a batch once it holds this many."
     )
     sink_batch_max_wait_ms: int = Field(
-        default=500, ge=1, description="... or once its first record has waited this long."
+        default=200, ge=1, description="... or once its first record has waited this long."
     )
     sink_retry_initial_s: float = Field(
         default=0.5, gt=0, description="First back-off after a failed (transient) DB write."

@@ -522,7 +522,17 @@ def report(
             result.add(f"posts answered {status or 'with no answer'}", count, "")
     result.add("uploads whose newest fix never reached /v1/live", len(acked) - len(live), "")
     result.add("uploads whose newest fix was not stored within 30 s", len(acked) - len(history), "")
-    for label, samples in (("200 -> /v1/live", live), ("200 -> positions row", history)):
+    # /v1/live reads the worker's output as it is written: from there on it is commit and sink
+    after_live = [
+        phase.stored_at[(u.courier, u.fix_id)] - run.live[(u.courier, u.newest_ms)]
+        for u in acked
+        if (u.courier, u.fix_id) in phase.stored_at and (u.courier, u.newest_ms) in run.live
+    ]
+    for label, samples in (
+        ("200 -> /v1/live", live),
+        ("200 -> positions row", history),
+        ("/v1/live -> positions row (worker commit, sink)", after_live),
+    ):
         result.add(f"{label} p50", percentile(samples, 0.5), "s")
         result.add(f"{label} p99", percentile(samples, 0.99), "s")
         result.add(f"{label} max", max(samples, default=float("nan")), "s")

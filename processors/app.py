@@ -817,6 +817,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
         topic_replication_factor=1,
         table_standby_replicas=0,
         processing_guarantee=settings.worker_guarantee,
+        broker_commit_interval=settings.worker_commit_interval_s,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         # outputs of many fixes per produce request (the transaction commit flushes anyway)
