@@ -537,6 +537,37 @@ async def test_live_stream_delivers_only_the_orgs_updates(api: Api) -> None:
         assert got_b == [("position", "b1"), ("position", "b1")]
 
 
+async def test_live_stream_never_shows_records_of_aborted_transactions(api: Api) -> None:
+    """The worker writes courier.latest in transactions; a killed worker's open transaction
+    is aborted, and its records must not reach dispatchers (issue 16, finding 4)."""
+    token = await api.token("org-a")
+    latest = topic_name(api.settings, "courier.latest")
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as http,
+        http.get(api.base + "/v1/live", headers={"Authorization": f"Bearer {token}"}) as stream,
+    ):
+        events = read_events(stream)
+        assert await anext(events) == ("ready", {"org_id": "org-a"})
+        producer = create_producer(api.settings, transactional_id=f"test-live-{os.getpid()}")
+        await producer.start()
+        try:
+            # the same partition: the committed record comes after the aborted one
+            for courier, commit in (("aborted", False), ("committed", True)):
+                await producer.begin_transaction()
+                record = encode(fix("org-a", courier, f"f-{courier}"))
+                key = f"org-a/{courier}".encode()
+                await producer.send_and_wait(latest, record, key=key, partition=0)
+                if commit:
+                    await producer.commit_transaction()
+                else:
+                    await producer.abort_transaction()
+        finally:
+            await producer.stop()
+        kind, data = await anext(events)
+    assert (kind, data["courier_id"]) == ("position", "committed")
+
+
 def test_cli_create_dispatcher_prints_the_token_last(settings: Settings) -> None:
     env = {**os.environ, "GEOSTREAM_DATABASE_URL": settings.database_url}
     cli = [sys.executable, "-m", "geostream.cli", "admin"]

@@ -1,7 +1,8 @@
 """``/v1/live``: this org's position and event updates as Server-Sent Events, fed from Kafka.
 
 One consumer per API process reads ``courier.latest`` and ``courier.events`` from their ends
-(no consumer group: every API process sees every update) and hands each record to the
+(no consumer group: every API process sees every update; read_committed, so records of an
+aborted worker transaction never reach a dispatcher) and hands each record to the
 subscribers of its org. Records are keyed ``org/courier``, so records of orgs nobody is
 watching are skipped without decoding; the org in the decoded record is what decides who gets
 it. Each client has a bounded queue: one that falls behind is told (``event: overflow``) and
@@ -183,7 +184,6 @@ class LiveFeed:
                 self.settings,
                 group_id=None,
                 auto_offset_reset="latest",
-                isolation_level="read_uncommitted",
                 client_id="geostream-api-live",
             )
             try:
