@@ -249,6 +249,13 @@ class Settings(BaseSettings):
         "(the sink, read_committed) see outputs only then, so this is part of every fix's "
         "way into the database (faust's default is 2.8 s).",
     )
+    worker_session_timeout_s: float = Field(
+        default=10.0,
+        ge=6,
+        description="A worker that stops heartbeating (killed, or its machine gone) loses its "
+        "partitions after this long; a restarted worker waits as long for the group to let go "
+        "of its old self (faust's default is 60 s; the broker's minimum 6 s).",
+    )
     worker_partitions: int = Field(
         default=6, ge=1, description="Partitions of fixes.raw (and the table's changelog)."
     )

@@ -68,6 +68,16 @@ log = logging.getLogger("geostream.processors")
 #: Partition hashes of courier keys remembered (murmur2 in Python costs more than a lookup).
 KEY_HASHES_MAX = 20_000
 
+#: The state changelog is compacted, but Kafka compacts only closed segments, and a segment
+#: stays open for 7 days by default: a restart replayed every state write since the topic
+#: was made (10,000 couriers write 1,000 states a second), so recovery grew with uptime. A
+#: segment closed every minute and cleaned at 10 % dirty keeps it near one record per
+#: courier. (The whole set: altering a topic's config replaces all of it.)
+CHANGELOG_CONFIG = {
+    "cleanup.policy": "compact",
+    "segment.ms": "60000",
+    "min.cleanable.dirty.ratio": "0.1",
+}
 #: How long a batch of up to WORKER_BATCH_MAX events waits to fill: the most a live fix waits
 #: before it is processed. faust's fetcher fills the batch in the same event loop that
 #: processes the last one, so with 50 ms a worker catching up took ~1,150 records per batch and
@@ -200,6 +210,7 @@ class Wiring:
             key_type=bytes,
             value_type=bytes,
             partitions=self.partitions,
+            extra_topic_configs=CHANGELOG_CONFIG,
         )
         self.changelog_topic: str = self.table.changelog_topic.get_topic_name()
 
@@ -752,6 +763,23 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
+async def align_changelog(settings: Settings, changelog_topic: str) -> None:
+    """Give an existing changelog (made before :data:`CHANGELOG_CONFIG`) that config."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from geostream.kafka import admin_client
+
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        if changelog_topic in await admin.list_topics():
+            await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, changelog_topic, CHANGELOG_CONFIG)]
+            )
+    finally:
+        await admin.close()
+
+
 async def anchor_offsets(settings: Settings) -> None:
     """Give each source partition the group never committed a committed offset: its start.
 
@@ -818,6 +846,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
         table_standby_replicas=0,
         processing_guarantee=settings.worker_guarantee,
         broker_commit_interval=settings.worker_commit_interval_s,
+        broker_session_timeout=settings.worker_session_timeout_s,
+        broker_heartbeat_interval=settings.worker_session_timeout_s / 4,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         # outputs of many fixes per produce request (the transaction commit flushes anyway)
@@ -863,6 +893,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Wiring]:
     async def startup() -> None:
         tune_gc()  # the app and its services exist by now: they are frozen too
         await ensure_topics(settings)
+        await align_changelog(settings, wiring.changelog_topic)
         if settings.worker_metrics_port:
             start_http_server(
                 settings.worker_metrics_port,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from processors_helpers import (
     GAP_S,
     consume,
@@ -27,10 +28,22 @@ from processors_helpers import (
     stop_worker,
 )
 
+from geostream.kafka import admin_client
 from geostream.stack.system import free_port
+from processors.app import CHANGELOG_CONFIG, app_id
 from schemas.records import IngestedFix
 
 pytestmark = pytest.mark.stack
+
+
+async def topic_config(settings, topic: str) -> dict[str, str]:
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    return {name: value for name, value, *_ in described[0].resources[0][4]}
 
 
 @pytest.fixture
@@ -65,6 +78,7 @@ async def test_worker_emits_stops_trips_rejections_and_latest(settings, worker_d
         latest = await consume(settings, "courier.latest", lambda rs: len(rs) >= 1)
         events = await consume(settings, "courier.events", lambda rs: len(rs) >= len(want.events))
         metrics = scrape(port)
+        changelog = await topic_config(settings, f"{app_id(settings)}-courier-state-changelog")
     finally:
         stop_worker(proc)
         await drop_internal_topics(settings)
@@ -85,6 +99,9 @@ async def test_worker_emits_stops_trips_rejections_and_latest(settings, worker_d
     )
     assert 'geostream_processor_trips_total{closed_by="stop"} 2.0' in metrics
     assert "geostream_processor_latency_seconds_count" in metrics
+    # compacted, in segments that close within a minute: a restart replays about one state
+    # per courier, not every state write since the topic was made
+    assert {k: changelog[k] for k in CHANGELOG_CONFIG} == CHANGELOG_CONFIG
 
 
 async def test_timer_closes_trip_when_no_fix_arrives(settings, worker_dir):
