@@ -40,6 +40,7 @@ from config.settings import Settings, get_settings
 from geostream.bench import BenchResult, process_cpu_s, wait_ready
 from geostream.db import create_pool, database_url
 from geostream.kafka import admin_client, create_consumer, create_topics, topic_name
+from geostream.serve import worker_env
 from geostream.stack import Stack
 from geostream.stack.system import free_port, pid_alive
 
@@ -107,13 +108,17 @@ class Run:
         )
         return env
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
-        log = (self.workdir / f"{name}.log").open("ab")
+    def start(self, name: str, index: int = 0) -> subprocess.Popen[bytes]:
+        """Service ``name`` (its ``index``-th process, for workers), as geostream serve runs it."""
+        label = name if index == 0 else f"{name}-{index + 1}"
+        log = (self.workdir / f"{label}.log").open("ab")
         argv = [sys.executable, "-m", "geostream.cli", name]
+        env = self.env()
         if name == "worker":
             argv += ["--loglevel", "warning"]
-        process = subprocess.Popen(argv, env=self.env(), stdout=log, stderr=log)
-        self.processes[name] = process
+            env.update(worker_env(self.settings, index))
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
+        self.processes[label] = process
         return process
 
     def cpu(self) -> dict[str, float]:
@@ -314,7 +319,7 @@ async def metrics_page(url: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def pipeline(devices: int) -> AsyncIterator[tuple[Run, Path]]:
+async def pipeline(devices: int, workers: int) -> AsyncIterator[tuple[Run, Path]]:
     """The four services on the run's own topics, ``devices`` enrolled, the dispatcher on."""
     from ingest.tokens import TokenStore
     from sinks.api.auth import create_dispatcher
@@ -353,7 +358,8 @@ async def pipeline(devices: int) -> AsyncIterator[tuple[Run, Path]]:
         async with pool.connection() as conn:
             dispatcher = await create_dispatcher(conn, run.org, "bench-e2e")
         for name in SERVICES:
-            run.start(name)
+            for index in range(workers if name == "worker" else 1):
+                run.start(name, index)
         await wait_ready(run.gateway, run.processes["ingest"])
         await wait_ready(run.api, run.processes["api"])
         watcher = asyncio.create_task(watch_live(run, dispatcher))
@@ -466,6 +472,15 @@ async def restart_worker(
     return resumed
 
 
+async def restart_serving(run: Run, name: str, url: str) -> float:
+    """SIGKILL a service with a ``/readyz``, start it again: seconds until it is ready."""
+    run.processes[name].send_signal(signal.SIGKILL)
+    run.processes[name].wait()
+    began = time.monotonic()
+    await wait_ready(url, run.start(name))
+    return time.monotonic() - began
+
+
 async def burst(run: Run, tokens_file: Path, total: int) -> tuple[Phase, float]:
     """``total`` fixes from 400 couriers in uploads of 20: fixes/s from first accept to last row."""
     phase = Phase()
@@ -512,6 +527,7 @@ def report(
     ]
     offered = args.devices * args.fixes / args.period
     posts = sum(phase.statuses.values())
+    result.add("worker processes", args.workers, "")
     result.add("devices", args.devices, "")
     result.add("fixes per upload, seconds between uploads", args.fixes, f"every {args.period:g} s")
     result.add("offered", offered, "fixes/s")
@@ -556,7 +572,7 @@ def report(
 
 async def measure(args: argparse.Namespace) -> BenchResult:
     result = BenchResult("e2e", "The whole pipeline, devices to dispatcher")
-    async with pipeline(max(args.devices, BURST_COURIERS)) as (run, tokens_file):
+    async with pipeline(max(args.devices, BURST_COURIERS), args.workers) as (run, tokens_file):
         await warm_up(run, tokens_file, max(args.devices, BURST_COURIERS))
         phase = await steady(run, tokens_file, args.devices, args.fixes, args.period, args.duration)
         pages = {
@@ -581,6 +597,9 @@ async def measure(args: argparse.Namespace) -> BenchResult:
         if args.restart:
             resumed = await restart_worker(run, tokens_file, args.devices, args.fixes, args.period)
             result.add("worker SIGKILLed under load: its start -> live updates again", resumed, "s")
+            for name, url in (("ingest", run.gateway), ("api", run.api)):
+                ready = await restart_serving(run, name, url)
+                result.add(f"{name} SIGKILLed: its start -> /readyz 200", ready, "s")
         if args.burst:
             drained, rate = await burst(run, tokens_file, args.burst)
             result.add(
@@ -621,6 +640,7 @@ def register(benches: Any) -> None:
         "--period", type=float, default=10.0, help="seconds between a phone's uploads"
     )
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of steady load")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--burst", type=int, default=200_000, help="fixes of the burst (0: none)")
     parser.add_argument(
         "--restart",

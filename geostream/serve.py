@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -33,16 +34,18 @@ MAX_BACKOFF_S = 30.0
 
 @dataclass
 class Child:
-    """One supervised process: its full command line, the process, its restart history."""
+    """One supervised process: its full command line (and environment, if not this one's),
+    the process, its restart history."""
 
     name: str
     argv: list[str]
+    env: dict[str, str] | None = None
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
 
     async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(*self.argv)
+        self.process = await asyncio.create_subprocess_exec(*self.argv, env=self.env)
         self.started_at = time.monotonic()
         log.info("started %s (pid %s)", self.name, self.process.pid)
 
@@ -99,6 +102,34 @@ class Supervisor:
         log.info("stopped %s (exit %s)", child.name, code)
 
 
+def worker_env(settings: Settings, index: int) -> dict[str, str]:
+    """What sets worker ``index`` (0 first) of one consumer group apart from the others: its
+    own store directory (rocksdb locks it) and metrics port. The first keeps the settings'."""
+    if index == 0:
+        return {}
+    port = settings.worker_metrics_port
+    return {
+        "GEOSTREAM_WORKER_DATA_DIR": str(settings.worker_data_dir / f"worker-{index + 1}"),
+        "GEOSTREAM_WORKER_METRICS_PORT": str(port + index if port else 0),
+    }
+
+
+def service_children(settings: Settings, names: list[str], workers: int) -> list[Child]:
+    """The supervised processes of ``names``; ``worker`` as ``workers`` processes that share
+    the partitions of fixes.raw."""
+    children = []
+    for name in names:
+        if name != "worker":
+            children.append(Child(name, geostream_argv(*SERVICES[name])))
+            continue
+        for index in range(workers):
+            extra = worker_env(settings, index)
+            label = "worker" if workers == 1 else f"worker-{index + 1}"
+            env = {**os.environ, **extra} if extra else None
+            children.append(Child(label, geostream_argv(*SERVICES[name]), env))
+    return children
+
+
 def geostream_argv(*args: str) -> list[str]:
     """The command line of a ``geostream`` sub-command in this interpreter."""
     return [sys.executable, "-m", "geostream.cli", *args]
@@ -115,6 +146,13 @@ def register(commands: Any) -> None:
         "--simulate", type=int, default=0, metavar="N", help="also run N simulated couriers"
     )
     serve.add_argument("--org", default="demo", help="org of the simulated couriers")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the partitions (default: 1)",
+    )
     serve.set_defaults(handler=run)
 
 
@@ -124,7 +162,11 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"geostream serve: unknown services {unknown}; choose from {sorted(SERVICES)}")
         return 2
-    children = [Child(name, geostream_argv(*SERVICES[name])) for name in names]
+    if args.workers < 1:
+        print("geostream serve: --workers needs at least 1")
+        return 2
+    settings = get_settings()
+    children = service_children(settings, names, args.workers)
     if args.simulate:
         children.append(
             Child(
@@ -132,7 +174,6 @@ def run(args: argparse.Namespace) -> int:
                 geostream_argv("simulate", "--couriers", str(args.simulate), "--org", args.org),
             )
         )
-    settings = get_settings()
     token = asyncio.run(demo_dispatcher_token(settings, args.org)) if args.simulate else None
     print(banner(settings, names, args.org, token), flush=True)
     return asyncio.run(Supervisor(children).run())

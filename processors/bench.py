@@ -362,6 +362,11 @@ def measure(args: argparse.Namespace) -> BenchResult:
         "fixes/s",
     )
     result.add(
+        f"uploads of {batched} fixes: worker / pure loop (goal >= 80 %)",
+        100 * worker_batched / loop_rate,
+        "%",
+    )
+    result.add(
         f"uploads of {batched} fixes: raw aiokafka consume", raw_batched * batched, "fixes/s"
     )
     result.add(

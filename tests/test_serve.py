@@ -8,7 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from geostream.serve import Child, Supervisor
+from config.settings import Settings
+from geostream.serve import Child, Supervisor, service_children
 
 # A child that records each start, then runs until SIGTERM and leaves a clean-exit mark.
 WELL_BEHAVED = """
@@ -78,3 +79,22 @@ async def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period(
     process = supervisor.children[0].process
     assert process is not None
     assert process.returncode == -signal.SIGKILL
+
+
+def test_workers_share_the_group_with_stores_and_ports_of_their_own(tmp_path: Path) -> None:
+    settings = Settings(worker_data_dir=tmp_path, worker_metrics_port=9200)
+    children = service_children(settings, ["ingest", "worker", "sink"], workers=3)
+    assert [c.name for c in children] == ["ingest", "worker-1", "worker-2", "worker-3", "sink"]
+    workers = children[1:4]
+    assert {tuple(c.argv[-1:]) for c in workers} == {("worker",)}
+    assert workers[0].env is None  # the settings' own directory and port
+    envs = [c.env for c in workers[1:]]
+    assert all(env is not None for env in envs)
+    dirs = [env["GEOSTREAM_WORKER_DATA_DIR"] for env in envs if env]
+    ports = [env["GEOSTREAM_WORKER_METRICS_PORT"] for env in envs if env]
+    assert dirs == [str(tmp_path / "worker-2"), str(tmp_path / "worker-3")]
+    assert ports == ["9201", "9202"]
+    assert envs[0] is not None
+    assert envs[0]["PATH"] == os.environ["PATH"]  # the rest of the environment carries over
+    one = service_children(settings, ["worker"], workers=1)
+    assert [(c.name, c.env) for c in one] == [("worker", None)]
