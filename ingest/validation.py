@@ -180,9 +180,27 @@ def _range(spec: FieldSpec) -> str:
     return f"{low}, {high}"
 
 
+def unstorable(text: str) -> bool:
+    """Whether ``text`` has a NUL (PostgreSQL text cannot hold one) or a lone surrogate (not
+    UTF-8: orjson cannot write it, pydantic refuses it)."""
+    if "\x00" in text:
+        return True
+    if text.isascii():
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _check_str(spec: FieldSpec, value: object) -> tuple[str | None, Problem | None]:
     if type(value) is not str:
         return None, Problem("invalid_type", spec.name, f"{spec.name} must be a string")
+    if unstorable(value):
+        return None, Problem(
+            "invalid_characters", spec.name, f"{spec.name} has a NUL or a lone surrogate"
+        )
     if spec.max_length is not None and len(value) > spec.max_length:
         return None, Problem(
             f"{spec.name}_too_long", spec.name, f"longer than {spec.max_length} characters"
@@ -314,7 +332,9 @@ def validate_batch(items: Sequence[object], now_s: float, limits: TimeLimits) ->
         verdict.refused.append(
             Refusal(
                 index=index,
-                fix_id=fix_id if type(fix_id) is str and len(fix_id) <= _FIX_ID_MAX else None,
+                fix_id=fix_id
+                if type(fix_id) is str and len(fix_id) <= _FIX_ID_MAX and not unstorable(fix_id)
+                else None,
                 reason=problem.reason,
                 field=problem.field,
                 detail=problem.detail,

@@ -21,7 +21,9 @@ SCHEMA_VERSION: Literal[1] = 1
 
 Latitude = Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)]
 Longitude = Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False)]
-FixId = Annotated[str, Field(min_length=1, max_length=64)]
+#: No NUL: PostgreSQL text cannot hold one (a lone surrogate, not UTF-8, is refused as any
+#: string is).
+FixId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
 Metres = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 Seconds = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]

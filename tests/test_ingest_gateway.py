@@ -352,6 +352,44 @@ async def test_unknown_fields_are_dropped_counted_and_warned(gateway: Gateway) -
     assert b"geostream_ingest_unknown_fields_dropped_total 4.0" in metrics
 
 
+async def test_warnings_are_capped_so_a_small_body_cannot_buy_a_large_answer(
+    gateway: Gateway,
+) -> None:
+    """Issue 16, finding 5: one warning per distinct unknown key, without a cap."""
+    token = await gateway.device("acme", "courier-warn")
+    fixes = [fix(**{f"junk_{i}_{k}": 1 for k in range(50)}) for i in range(40)]
+    body = gzip.compress(orjson.dumps({"fixes": fixes, **{f"top_{i}": 1 for i in range(30)}}))
+    status, answer, _ = await gateway.post(token, body, headers={"Content-Encoding": "gzip"})
+    assert status == 200
+    assert answer["accepted"] == 40
+    warnings = answer["warnings"]
+    assert len(warnings) == 21
+    assert warnings[-1] == {"code": "warnings_truncated", "count": 30 + 40 * 50 - 20}
+    assert all(w["code"] == "unknown_field_dropped" for w in warnings[:-1])
+
+
+async def test_nul_and_lone_surrogates_are_refused_per_fix_never_a_500(gateway: Gateway) -> None:
+    """Issue 16, finding 7: a lone surrogate in fix_id gave a 500, a NUL went to the sink's
+    dead letters. Written as JSON escapes, as a client would send them."""
+    token = await gateway.device("acme", "courier-chars")
+    good = fix()
+    body = (
+        b'{"fixes": [' + orjson.dumps(good) + b","
+        b'{"fix_id": "bad\\ud800", "ts": "' + good["ts"].encode() + b'", "lat": 1, "lon": 2},'
+        b'{"fix_id": "nul\\u0000", "ts": "' + good["ts"].encode() + b'", "lat": 1, "lon": 2,'
+        b' "odd\\udc00key": 1}]}'
+    )
+    status, answer, _ = await gateway.post(token, body)
+    assert status == 200, answer
+    assert answer["accepted"] == 1
+    assert [(r["index"], r["reason"], r["fix_id"]) for r in answer["rejected"]] == [
+        (1, "invalid_characters", None),
+        (2, "invalid_characters", None),
+    ]
+    assert [w["field"] for w in answer["warnings"]] == ["odd\\udc00key"]
+    assert set(by_fix_id(await consume(gateway.settings, 1))) == {good["fix_id"]}
+
+
 async def test_a_token_of_org_a_never_writes_for_org_b(gateway: Gateway) -> None:
     token_a = await gateway.device("org-a", "courier-1", "phone-a")
     await gateway.device("org-b", "courier-1", "phone-b")

@@ -181,7 +181,11 @@ values = st.one_of(
 fix_like = st.fixed_dictionaries(
     {},
     optional={
-        "fix_id": st.one_of(st.text(min_size=0, max_size=70), values),
+        "fix_id": st.one_of(
+            st.text(min_size=0, max_size=70),
+            st.text(st.characters(codec=None, exclude_categories=()), max_size=8),
+            values,
+        ),
         "lat": st.one_of(numbers, values),
         "lon": st.one_of(numbers, values),
         "accuracy_m": st.one_of(numbers, values),
@@ -216,6 +220,8 @@ STRICT_TYPES: dict[str, tuple[type, ...]] = {
 @example({"lat": "1.5"})
 @example({"fix_id": 12})
 @example({"heading_deg": 359.9999999})
+@example({"fix_id": "a\x00b"})  # issue 16, finding 7: PostgreSQL refused it in the sink
+@example({"fix_id": "\ud800"})  # ... and this gave a 500
 def test_verdict_agrees_with_pydantic_on_the_fix_record(raw: dict[str, Any]) -> None:
     """The fast checker accepts exactly what the record's own pydantic validation accepts
     (strictly typed: no bools as numbers, no numeric strings), apart from ts, set here valid."""

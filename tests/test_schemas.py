@@ -49,7 +49,11 @@ finite_lat = st.floats(min_value=-90, max_value=90, allow_nan=False)
 finite_lon = st.floats(min_value=-180, max_value=180, allow_nan=False)
 
 
-@given(lat=finite_lat, lon=finite_lon, fix_id=st.text(min_size=1, max_size=64))
+@given(
+    lat=finite_lat,
+    lon=finite_lon,
+    fix_id=st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=64),
+)
 def test_ingested_fix_round_trips(lat: float, lon: float, fix_id: str) -> None:
     fix = IngestedFix(
         fix_id=fix_id, ts=NOW, lat=lat, lon=lon, org_id="acme", courier_id="c-1",
