@@ -224,6 +224,7 @@ async def test_bad_parameters_get_422_with_a_reason(api: Api) -> None:
         (track, {"from": "2026-01-01T10:00:00"}, "from"),  # no offset
         (track, {"from": "yesterday"}, "from"),
         (track, {"simplify": -1}, "simplify"),
+        (track, {"to": "0001-01-01T00:30:00Z"}, "to"),  # issue 16, finding 7: it was a 500
         ("/v1/couriers/bad%20id/track", {}, "courier_id"),
     ]
     for path, params, field in cases:

@@ -178,3 +178,20 @@ async def test_stream_sends_heartbeats_when_idle() -> None:
     await frames.aclose()
     await asyncio.sleep(0)
     assert not hub.watched("org-a")
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "where"),
+    [
+        (None, datetime(1, 1, 1, 0, 30, tzinfo=UTC), "to"),  # issue 16, finding 7: a 500
+        (datetime(1, 1, 1, tzinfo=UTC), None, "from"),
+        (None, datetime(9999, 12, 31, 23, 59, tzinfo=UTC), "to"),
+    ],
+)
+def test_times_at_the_ends_of_datetime_are_a_422_not_a_500(
+    start: datetime | None, end: datetime | None, where: str
+) -> None:
+    with pytest.raises(ParamError) as raised:
+        resolve_range(start, end, now=NOW, default_s=3600, max_s=86400)
+    assert raised.value.kind == "time_out_of_range"
+    assert raised.value.loc == ("query", where)

@@ -11,12 +11,16 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import orjson
 
 KeyType = Literal["str", "ts"]
+
+#: The times a query may name: GPS fixes exist from 1980 on, and far from datetime's ends.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class ParamError(ValueError):
@@ -51,8 +55,18 @@ def resolve_range(
 ) -> TimeRange:
     """``from``/``to`` with defaults (to: now, from: to - default), bounded to ``max_s``.
 
-    Aware datetimes only (FastAPI refuses naive ones before this is called).
+    Aware datetimes only (FastAPI refuses naive ones before this is called), between
+    :data:`EARLIEST` and :data:`LATEST`: at the ends of ``datetime``'s range, the default
+    ``from`` and the query's look-back cannot be computed (``to=0001-01-01T00:30:00Z`` was a
+    500).
     """
+    for name, value in (("from", start), ("to", end)):
+        if value is not None and not EARLIEST <= value <= LATEST:
+            raise ParamError(
+                ("query", name),
+                f"{name} must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}",
+                "time_out_of_range",
+            )
     resolved_end = end if end is not None else now
     resolved_start = start if start is not None else resolved_end - timedelta(seconds=default_s)
     if resolved_start >= resolved_end:
