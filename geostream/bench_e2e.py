@@ -129,6 +129,10 @@ class Run:
         return seconds
 
     @property
+    def burst_tokens(self) -> Path:
+        return self.workdir / "burst-tokens"
+
+    @property
     def gateway(self) -> str:
         return f"http://127.0.0.1:{self.settings.ingest_port}"
 
@@ -351,10 +355,12 @@ async def pipeline(devices: int, workers: int) -> AsyncIterator[tuple[Run, Path]
     tokens_file = workdir / "tokens"
     watcher: asyncio.Task[None] | None = None
     try:
+        # the burst's couriers are others than the steady load's: fresh couriers with a backlog
         tokens = await store.create_many(
-            run.org, [(f"courier-{i}", f"device-{i}") for i in range(devices)]
+            run.org, [(f"courier-{i}", f"device-{i}") for i in range(devices + BURST_COURIERS)]
         )
-        tokens_file.write_text("\n".join(tokens) + "\n")
+        tokens_file.write_text("\n".join(tokens[:devices]) + "\n")
+        run.burst_tokens.write_text("\n".join(tokens[devices:]) + "\n")
         async with pool.connection() as conn:
             dispatcher = await create_dispatcher(conn, run.org, "bench-e2e")
         for name in SERVICES:
@@ -481,18 +487,16 @@ async def restart_serving(run: Run, name: str, url: str) -> float:
     return time.monotonic() - began
 
 
-async def burst(run: Run, tokens_file: Path, total: int) -> tuple[Phase, float]:
-    """``total`` fixes from 400 couriers in uploads of 20: fixes/s from first accept to last row."""
+async def burst(run: Run, total: int) -> tuple[Phase, float]:
+    """``total`` fixes from 400 couriers not seen before, in uploads of 20, as fast as the
+    gateway takes them: fixes/s from the first accept to the last row stored."""
     phase = Phase()
-    burst_tokens = tokens_file.with_name("burst-tokens")
-    with tokens_file.open() as every, burst_tokens.open("w") as some:
-        some.writelines(line for _, line in zip(range(BURST_COURIERS), every, strict=False))
     already = await stored_count(run)
     began = time.time()
     before = run.cpu()
     uploads = total // BURST_UPLOAD
     args = ["--fixes", str(BURST_UPLOAD), "--period", "0", "--uploads", str(uploads)]
-    await generate(run, burst_tokens, [*args, "--connections", "32"], phase, {})
+    await generate(run, run.burst_tokens, [*args, "--connections", "32"], phase, {})
     first_ack = min((u.acked_at for u in phase.uploads), default=began)
     phase.accept_s = max((u.acked_at for u in phase.uploads), default=began) - first_ack
     deadline = time.monotonic() + 300
@@ -571,9 +575,12 @@ def report(
 
 
 async def measure(args: argparse.Namespace) -> BenchResult:
-    result = BenchResult("e2e", "The whole pipeline, devices to dispatcher")
-    async with pipeline(max(args.devices, BURST_COURIERS), args.workers) as (run, tokens_file):
-        await warm_up(run, tokens_file, max(args.devices, BURST_COURIERS))
+    name, title = "e2e", "The whole pipeline, devices to dispatcher"
+    if args.workers > 1:  # its own section, beside the one-worker run
+        name, title = f"e2e-{args.workers}-workers", f"{title}, {args.workers} workers"
+    result = BenchResult(name, title)
+    async with pipeline(args.devices, args.workers) as (run, tokens_file):
+        await warm_up(run, tokens_file, args.devices)
         phase = await steady(run, tokens_file, args.devices, args.fixes, args.period, args.duration)
         pages = {
             "ingest": await metrics_page(f"{run.gateway}/metrics"),
@@ -601,7 +608,7 @@ async def measure(args: argparse.Namespace) -> BenchResult:
                 ready = await restart_serving(run, name, url)
                 result.add(f"{name} SIGKILLed: its start -> /readyz 200", ready, "s")
         if args.burst:
-            drained, rate = await burst(run, tokens_file, args.burst)
+            drained, rate = await burst(run, args.burst)
             result.add(
                 f"burst: {drained.accepted:,} fixes from {BURST_COURIERS} couriers, "
                 f"uploads of {BURST_UPLOAD}",
