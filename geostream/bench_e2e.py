@@ -7,10 +7,12 @@ throwaway org, and watches ``/v1/live`` as that org's dispatcher. Then:
 - **steady load**: a lean generator (:mod:`geostream.loadgen`, its own process) plays N phones
   that post K fixes every P s. For each upload the gateway acknowledged, the newest fix is
   timed from the gateway's 200 to its arrival on ``/v1/live`` and to its row in ``positions``;
-- **restart**: optionally the worker is killed (SIGKILL) under that load and started again;
-  the figure is the time from the new process's start until live updates flow again;
-- **burst**: 400 couriers post a backlog in uploads of 20 as fast as the gateway takes them;
-  the figure is accepted fixes over the time from the first accept to the last stored row.
+- **restarts**: optionally the worker is killed (SIGKILL) under that load and started again
+  (the figure: from the new process's start until live updates flow again), then the gateway
+  and the API (from the start to ``/readyz`` 200);
+- **burst**: 400 couriers not seen before post a backlog in uploads of 20 as fast as the
+  gateway takes them; the figure is accepted fixes over the time from the first accept to
+  the last stored row.
 
 Every process's CPU seconds per 1,000 fixes are read from ``/proc`` over each phase, the
 generator's apart. The services' own histograms give the hops in between.
@@ -450,32 +452,43 @@ async def steady(
 async def restart_worker(
     run: Run, tokens_file: Path, devices: int, fixes: int, period: float
 ) -> float:
-    """SIGKILL the worker under load, start it again: seconds from its start to live again."""
+    """SIGKILL the (first) worker under load, start it again: seconds from its start until
+    every partition of fixes.raw has live updates again (with more workers, the others' go
+    on all along; the killed one's must come back)."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitions = list(range(run.settings.worker_partitions))
+    partition_of = DefaultPartitioner()
     phase = Phase()
-    pending: dict[tuple[str, str], float] = {}
     args = ["--fixes", str(fixes), "--period", str(period), "--duration", "60"]
     args += ["--connections", str(min(64, max(4, devices // 100)))]
-    load = asyncio.create_task(generate(run, tokens_file, args, phase, pending))
+    load = asyncio.create_task(generate(run, tokens_file, args, phase, {}))
     await asyncio.sleep(15)
     run.processes["worker"].send_signal(signal.SIGKILL)
     run.processes["worker"].wait()
     restarted = time.time()
     run.start("worker")
-    resumed = float("nan")
+    first_live: dict[int, float] = {}
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        later = [u for u in phase.uploads if u.acked_at > restarted]
-        if any((u.courier, u.newest_ms) in run.live for u in later):
-            first = min(
-                run.live[(u.courier, u.newest_ms)]
-                for u in later
-                if (u.courier, u.newest_ms) in run.live
-            )
-            resumed = first - restarted
-            break
+    seen = 0
+    while len(first_live) < len(partitions) and time.monotonic() < deadline:
+        for upload in phase.uploads[seen:]:
+            key = (upload.courier, upload.newest_ms)
+            if upload.acked_at <= restarted or key not in run.live:
+                continue
+            part = partition_of(f"{run.org}/{upload.courier}".encode(), partitions, partitions)
+            first_live[part] = min(first_live.get(part, float("inf")), run.live[key])
+        # uploads still on their way stay in the list; look again from the oldest of them
+        while seen < len(phase.uploads) and (
+            phase.uploads[seen].acked_at <= restarted
+            or (phase.uploads[seen].courier, phase.uploads[seen].newest_ms) in run.live
+        ):
+            seen += 1
         await asyncio.sleep(0.1)
     await load
-    return resumed
+    if len(first_live) < len(partitions):
+        return float("nan")
+    return max(first_live.values()) - restarted
 
 
 async def restart_serving(run: Run, name: str, url: str) -> float:

@@ -565,6 +565,10 @@ async def test_503_with_retry_after_when_kafka_is_unreachable(settings: Settings
         assert status == 200
 
 
+#: For tests whose one device posts many requests at once.
+NO_RATE_LIMIT = {"ingest_rate_per_s": 1000.0, "ingest_rate_burst": 1000.0}
+
+
 @contextlib.contextmanager
 def broker_paused() -> Iterable[None]:
     """The real broker stopped in its tracks (SIGSTOP): connections stay open, nothing answers."""
@@ -586,12 +590,7 @@ async def test_a_stalled_broker_gets_503_with_retry_after_and_the_producer_stays
     aiokafka fails the stuck batches with KafkaTimeoutError: the old gateway replaced its
     producer on that."""
     slow = settings.model_copy(
-        update={
-            "ingest_produce_timeout_s": 20.0,
-            "ingest_retry_after_s": 4,
-            "ingest_rate_per_s": 1000.0,
-            "ingest_rate_burst": 1000.0,
-        }
+        update={"ingest_produce_timeout_s": 20.0, "ingest_retry_after_s": 4, **NO_RATE_LIMIT}
     )
     async with running_gateway(slow) as gateway:
         token = await gateway.device("acme", "courier-stall")
@@ -632,12 +631,7 @@ async def test_a_stalled_broker_gets_503_with_retry_after_and_the_producer_stays
 
 async def test_a_backlog_of_unacked_fixes_gets_503_at_once(settings: Settings) -> None:
     tight = settings.model_copy(
-        update={
-            "ingest_max_pending_fixes": 10,
-            "ingest_produce_timeout_s": 20.0,
-            "ingest_rate_per_s": 1000.0,
-            "ingest_rate_burst": 1000.0,
-        }
+        update={"ingest_max_pending_fixes": 10, "ingest_produce_timeout_s": 20.0, **NO_RATE_LIMIT}
     )
     async with running_gateway(tight) as gateway:
         token = await gateway.device("acme", "courier-backlog")

@@ -124,13 +124,11 @@ def test_duplicates_and_reordering_yield_the_same_stops(leg_list, gap_list, rnd)
     assert {r.reason for r in messy_out.rejected} <= {"duplicate_fix_id", "duplicate_ts"}
 
 
+upload_sizes = st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=40)
+
+
 @PROPS
-@given(
-    legs,
-    gaps,
-    st.randoms(use_true_random=False),
-    st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=40),
-)
+@given(legs, gaps, st.randoms(use_true_random=False), upload_sizes)
 def test_a_run_of_fixes_in_one_call_equals_fix_by_fix(leg_list, gap_list, rnd, chunk_sizes):
     """Without a hold bound ``process_many`` releases the reorder buffer once per call;
     nothing else may differ."""
@@ -170,12 +168,7 @@ def test_a_run_of_fixes_in_one_call_equals_fix_by_fix(leg_list, gap_list, rnd, c
 
 
 @PROPS
-@given(
-    legs,
-    gaps,
-    st.randoms(use_true_random=False),
-    st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=40),
-)
+@given(legs, gaps, st.randoms(use_true_random=False), upload_sizes)
 def test_without_a_hold_every_upload_is_out_before_the_next(leg_list, gap_list, rnd, sizes):
     """Default hold 0: whatever the order, each upload's fixes all come out of the call that
     took the upload, and the live position is its newest clean fix (issue 15)."""
