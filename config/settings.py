@@ -342,6 +342,12 @@ class Settings(BaseSettings):
     api_sse_heartbeat_s: float = Field(
         default=15.0, gt=0, description="Comment line sent on idle /v1/live streams this often."
     )
+    api_live_streams_per_token: int = Field(
+        default=4,
+        ge=0,
+        description="Open /v1/live streams one dispatcher token may hold (a console in a few "
+        "tabs); one more gets 429. 0: no limit.",
+    )
     api_sse_queue_size: int = Field(
         default=10_000,
         ge=1,

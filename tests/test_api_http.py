@@ -8,6 +8,7 @@ dispatcher does not see, and the 401/403/404/422 answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -567,6 +568,31 @@ async def test_live_stream_never_shows_records_of_aborted_transactions(api: Api)
             await producer.stop()
         kind, data = await anext(events)
     assert (kind, data["courier_id"]) == ("position", "committed")
+
+
+async def test_a_revoked_token_loses_its_live_stream_and_streams_are_limited(api: Api) -> None:
+    """Issue 16, finding 4: a revoked dispatcher kept streaming, and a token could open any
+    number of streams."""
+    token = await api.token("org-a", "carol")
+    headers = {"Authorization": f"Bearer {token}"}
+    limit = api.settings.api_live_streams_per_token
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with contextlib.AsyncExitStack() as streams:
+        http = await streams.enter_async_context(aiohttp.ClientSession(timeout=timeout))
+        opened = [
+            await streams.enter_async_context(http.get(api.base + "/v1/live", headers=headers))
+            for _ in range(limit)
+        ]
+        assert [r.status for r in opened] == [200] * limit
+        async with http.get(api.base + "/v1/live", headers=headers) as one_more:
+            assert one_more.status == 429
+        events = read_events(opened[0])
+        assert (await anext(events))[0] == "ready"
+        async with await psycopg.AsyncConnection.connect(api.owner_url) as conn:
+            assert await revoke_dispatcher(conn, "org-a", dispatcher_id="carol") == 1
+        kind, data = await anext(events)  # within a second: the cache TTL here is 0
+        assert (kind, data) == ("revoked", {"reason": "token_revoked"})
+        assert await anext(events, None) is None
 
 
 def test_cli_create_dispatcher_prints_the_token_last(settings: Settings) -> None:

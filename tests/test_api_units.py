@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from schemas.records import CourierEvent, EnrichedFix
 from schemas.wire import WireError, encode
 from sinks.api.auth import new_dispatcher_token
-from sinks.api.live import LiveHub, org_of_key, stream, to_frame
+from sinks.api.live import LiveHub, TooManyStreams, org_of_key, stream, to_frame
 from sinks.api.params import ParamError, decode_cursor, encode_cursor, resolve_range
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -177,6 +177,45 @@ async def test_stream_sends_heartbeats_when_idle() -> None:
     assert await anext(frames) == b"event: position\ndata: {}\n\n"
     await frames.aclose()
     await asyncio.sleep(0)
+    assert not hub.watched("org-a")
+
+
+def test_hub_holds_at_most_so_many_streams_per_token() -> None:
+    """Issue 16, finding 4: there was no limit on streams per token."""
+    hub = LiveHub(queue_size=4, max_per_owner=2)
+    first, second = hub.subscribe("org-a", "t1"), hub.subscribe("org-a", "t1")
+    with pytest.raises(TooManyStreams):
+        hub.subscribe("org-a", "t1")
+    other = hub.subscribe("org-a", "t2")  # another token of the org has its own count
+    hub.unsubscribe(first)
+    again = hub.subscribe("org-a", "t1")  # a closed stream frees its place
+    for subscription in (second, other, again):
+        hub.unsubscribe(subscription)
+    assert hub.per_owner == {}
+    assert hub.subscribers == {}
+
+
+async def test_stream_ends_once_its_token_is_no_longer_allowed() -> None:
+    """Issue 16, finding 4: the token was checked only when the stream opened."""
+    hub = LiveHub(queue_size=4)
+    subscription = hub.subscribe("org-a", "t1")
+    allowed = [True]
+    asked = 0
+
+    async def still_allowed() -> bool:
+        nonlocal asked
+        asked += 1
+        return allowed[0]
+
+    frames = stream(hub, subscription, heartbeat_s=60, still_allowed=still_allowed, recheck_s=0.01)
+    await anext(frames)
+    hub.publish("org-a", b"event: position\ndata: {}\n\n")
+    assert await anext(frames) == b"event: position\ndata: {}\n\n"
+    allowed[0] = False
+    assert (await anext(frames)).startswith(b"event: revoked")
+    with pytest.raises(StopAsyncIteration):
+        await anext(frames)
+    assert asked >= 1
     assert not hub.watched("org-a")
 
 

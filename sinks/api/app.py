@@ -35,7 +35,7 @@ from processors.zones import Geofences
 from sinks import privacy
 from sinks.api import models, queries
 from sinks.api.auth import Dispatcher, DispatcherCache, lookup_dispatcher
-from sinks.api.live import LiveFeed, LiveHub, stream
+from sinks.api.live import LiveFeed, LiveHub, TooManyStreams, stream
 from sinks.api.metrics import MetricsMiddleware
 from sinks.api.params import ParamError, TimeRange, decode_cursor, encode_cursor, resolve_range
 from sinks.isolation import api_database_url, org_transaction
@@ -43,6 +43,9 @@ from sinks.isolation import api_database_url, org_transaction
 log = logging.getLogger("geostream.api")
 
 ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
+#: A /v1/live stream asks again whether its token is good this often at the least (else
+#: every cache TTL), so that a revoked token's streams end as its other requests get 401s.
+LIVE_RECHECK_MIN_S = 1.0
 T = TypeVar("T")
 
 DESCRIPTION = """\
@@ -108,7 +111,7 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
         conninfo = session_conninfo(url, settings)
         pool = create_pool(settings, conninfo)
         await pool.open()
-        hub = LiveHub(settings.api_sse_queue_size)
+        hub = LiveHub(settings.api_sse_queue_size, settings.api_live_streams_per_token)
         feed = LiveFeed(settings, hub)
         geofences = Geofences.load(settings.geofences_file, settings.zone_hysteresis_m)
         holder["state"] = ApiState(
@@ -138,18 +141,21 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
         auto_error=False, description="Dispatcher token from `geostream admin create-dispatcher`."
     )
 
-    async def current_dispatcher(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Dispatcher:
-        if credentials is None:
-            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    async def resolve(token_hash: bytes) -> Dispatcher | None:
         st = state()
-        token_hash = hash_token(credentials.credentials)
         hit, dispatcher = st.cache.get(token_hash)
         if not hit:
             async with st.pool.connection() as conn:
                 dispatcher = await lookup_dispatcher(conn, token_hash)
             st.cache.put(token_hash, dispatcher)
+        return dispatcher
+
+    async def current_dispatcher(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Dispatcher:
+        if credentials is None:
+            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        dispatcher = await resolve(hash_token(credentials.credentials))
         if dispatcher is None:
             raise HTTPException(
                 401,
@@ -377,8 +383,20 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}}},
     )
-    async def live(dispatcher: Auth) -> StreamingResponse:
+    async def live(
+        dispatcher: Auth,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> StreamingResponse:
         st = state()
+        assert credentials is not None  # Auth has checked it
+        token_hash = hash_token(credentials.credentials)
+
+        async def still_allowed() -> bool:
+            try:
+                return await resolve(token_hash) is not None
+            except (psycopg.Error, PoolTimeout):
+                return True  # a database outage does not end the streams it already allowed
+
         try:
             await asyncio.wait_for(st.feed.ready.wait(), 10.0)
         except TimeoutError as exc:
@@ -386,9 +404,18 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
                 503, "the live feed is not connected to Kafka; retry shortly",
                 headers={"Retry-After": "5"},
             ) from exc  # fmt: skip
-        subscription = st.hub.subscribe(dispatcher.org_id)
+        try:
+            subscription = st.hub.subscribe(dispatcher.org_id, token_hash.hex())
+        except TooManyStreams as exc:
+            raise HTTPException(429, str(exc), headers={"Retry-After": "5"}) from exc
         return StreamingResponse(
-            stream(st.hub, subscription, settings.api_sse_heartbeat_s),
+            stream(
+                st.hub,
+                subscription,
+                settings.api_sse_heartbeat_s,
+                still_allowed=still_allowed,
+                recheck_s=max(settings.api_token_cache_ttl_s, LIVE_RECHECK_MIN_S),
+            ),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

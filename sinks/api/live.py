@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -88,26 +88,41 @@ def to_frame(logical_topic: str, value: bytes) -> tuple[str, bytes]:
 
 @dataclass(eq=False)
 class Subscription:
-    """One ``/v1/live`` client: its org and a bounded queue of frames."""
+    """One ``/v1/live`` client: its org, whose token it is, and a bounded queue of frames."""
 
     org_id: str
     queue: asyncio.Queue[bytes]
     overflowed: bool = False
+    owner: str = ""
+
+
+class TooManyStreams(Exception):
+    """The token already has ``max_per_owner`` open streams."""
 
 
 @dataclass
 class LiveHub:
-    """Subscribers by org; ``publish`` never blocks (a full queue marks the client overflowed)."""
+    """Subscribers by org; ``publish`` never blocks (a full queue marks the client overflowed).
+
+    At most ``max_per_owner`` streams per token (0: no limit): each holds a queue of up to
+    ``queue_size`` frames, so one token must not be able to open them without end."""
 
     queue_size: int
+    max_per_owner: int = 0
     subscribers: dict[str, set[Subscription]] = field(default_factory=dict)
+    per_owner: dict[str, int] = field(default_factory=dict)
 
     def watched(self, org_id: str | None) -> bool:
         return org_id is not None and org_id in self.subscribers
 
-    def subscribe(self, org_id: str) -> Subscription:
-        subscription = Subscription(org_id, asyncio.Queue(self.queue_size))
+    def subscribe(self, org_id: str, owner: str = "") -> Subscription:
+        held = self.per_owner.get(owner, 0)
+        if owner and self.max_per_owner and held >= self.max_per_owner:
+            raise TooManyStreams(f"{held} live streams are open with this token")
+        subscription = Subscription(org_id, asyncio.Queue(self.queue_size), owner=owner)
         self.subscribers.setdefault(org_id, set()).add(subscription)
+        if owner:
+            self.per_owner[owner] = held + 1
         LIVE_CLIENTS.inc()
         return subscription
 
@@ -118,6 +133,12 @@ class LiveHub:
             LIVE_CLIENTS.dec()
             if not subs:
                 del self.subscribers[subscription.org_id]
+            if subscription.owner:
+                left = self.per_owner[subscription.owner] - 1
+                if left:
+                    self.per_owner[subscription.owner] = left
+                else:
+                    del self.per_owner[subscription.owner]
 
     def publish(self, org_id: str, frame: bytes) -> int:
         """Queue ``frame`` for the org's clients; returns how many got it."""
@@ -134,21 +155,45 @@ class LiveHub:
 
 
 async def stream(
-    hub: LiveHub, subscription: Subscription, heartbeat_s: float
+    hub: LiveHub,
+    subscription: Subscription,
+    heartbeat_s: float,
+    *,
+    still_allowed: Callable[[], Awaitable[bool]] | None = None,
+    recheck_s: float = 5.0,
 ) -> AsyncIterator[bytes]:
-    """The body of one ``/v1/live`` response: ready, then updates, with heartbeat comments."""
+    """The body of one ``/v1/live`` response: ready, then updates, with heartbeat comments.
+
+    Every ``recheck_s`` it asks ``still_allowed`` whether the token is still good; once it is
+    not (revoked), the client gets ``event: revoked`` and the stream ends, as every other
+    request of that token would get a 401 by then."""
+    loop = asyncio.get_running_loop()
     try:
         yield sse_frame("ready", {"org_id": subscription.org_id})
+        last_sent = next_check = loop.time()
+        next_check += recheck_s
         while True:
             if subscription.overflowed:
                 yield sse_frame("overflow", {"reason": "client_too_slow"})
                 return
+            now = loop.time()
+            if still_allowed is not None and now >= next_check:
+                if not await still_allowed():
+                    yield sse_frame("revoked", {"reason": "token_revoked"})
+                    return
+                next_check = loop.time() + recheck_s
+            wait = last_sent + heartbeat_s - now
+            if still_allowed is not None:
+                wait = min(wait, next_check - now)
             try:
-                frame = await asyncio.wait_for(subscription.queue.get(), heartbeat_s)
+                frame = await asyncio.wait_for(subscription.queue.get(), max(wait, 0.0))
             except TimeoutError:
-                yield b": keep-alive\n\n"
+                if loop.time() - last_sent >= heartbeat_s:
+                    last_sent = loop.time()
+                    yield b": keep-alive\n\n"
                 continue
             LIVE_EVENTS.labels("event" if frame.startswith(b"event: event") else "position").inc()
+            last_sent = loop.time()
             yield frame
     finally:
         hub.unsubscribe(subscription)
