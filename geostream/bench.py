@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import platform
 import re
@@ -89,7 +90,7 @@ def process_cpu_s(pid: int) -> float:
 
 
 def _fmt(value: float) -> str:
-    if value != value or value in (float("inf"), float("-inf")):  # NaN: not measured
+    if not math.isfinite(value):  # nan: not measured
         return str(value)
     if abs(value) >= 100:
         return f"{value:,.0f}"

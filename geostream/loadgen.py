@@ -79,6 +79,7 @@ class Generator:
         fixes: int,
         period_s: float,
         epoch_ms: int,
+        first_seq: int = 0,
     ) -> None:
         self.epoch_ms = epoch_ms
         self.host = host
@@ -90,7 +91,7 @@ class Generator:
         self.spacing_ms = int(spacing * 1000)
         self.queue: asyncio.Queue[tuple[int, int] | None] = asyncio.Queue()
         self.lines: list[str] = []
-        self.seq = [0] * len(tokens)
+        self.seq = [first_seq] * len(tokens)  # each device's next upload number
 
     async def connection(self) -> None:
         reader, writer = await asyncio.open_connection(self.host, self.port)
@@ -183,8 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with open(args.tokens, "rb") as f:
         tokens = f.read().split()
     epoch_ms = args.epoch_ms or int(time.time() * 1000) - 86_400_000
-    generator = Generator(args.host, args.port, tokens, args.fixes, args.period, epoch_ms)
-    generator.seq = [args.first_seq] * len(tokens)
+    generator = Generator(
+        args.host, args.port, tokens, args.fixes, args.period, epoch_ms, args.first_seq
+    )
     try:
         import uvloop
 
