@@ -11,6 +11,10 @@ import yaml
 from config.durations import parse_duration
 from config.retention import RetentionPolicy
 
+#: A compacted topic removes a superseded record (an erased courier's, after its tombstone)
+#: within this (``max.compaction.lag.ms``); Kafka's default waits for the segment to close.
+MAX_COMPACTION_LAG = timedelta(hours=1)
+
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
@@ -35,6 +39,7 @@ class TopicSpec:
             return {
                 "cleanup.policy": "compact,delete",
                 "retention.ms": str(int(class_period.total_seconds() * 1000)),
+                "max.compaction.lag.ms": str(int(MAX_COMPACTION_LAG.total_seconds() * 1000)),
             }
         retention = self.retention or class_period
         return {

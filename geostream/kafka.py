@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -88,9 +88,10 @@ async def send_batches(
     producer: AIOKafkaProducer,
     topic: str,
     partition: int,
-    records: Iterable[tuple[bytes | None, bytes]],
+    records: Iterable[tuple[bytes | None, bytes | None]],
 ) -> list[asyncio.Future[Any]]:
-    """Queue ``(key, value)`` records for one partition as whole record batches.
+    """Queue ``(key, value)`` records for one partition as whole record batches (a value of
+    None is a tombstone).
 
     ``send`` costs tens of microseconds per record (a future, a partitioner call, a lookup of
     the open batch); filling aiokafka's batch builders directly costs a few. Returns the
@@ -106,12 +107,39 @@ async def send_batches(
             futures.append(await producer.send_batch(batch, topic, partition=partition))
             batch = producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None) is None:
-                raise KafkaError(f"a record of {len(value)} bytes exceeds the batch size")
+                raise KafkaError(f"a record of {len(value or b'')} bytes exceeds the batch size")
         count += 1
     if count:
         batch.close()
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures
+
+
+async def assign_from_end(
+    settings: Settings, consumer: AIOKafkaConsumer, topics: list[str]
+) -> list[TopicPartition]:
+    """Assign every partition of ``topics`` to a group-less ``consumer``, positioned at their
+    ends before this returns (so nothing published afterwards is missed). KafkaError when a
+    topic does not exist."""
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    missing = sorted(t["topic"] for t in described if t.get("error_code"))
+    if missing:
+        raise KafkaError(f"topics {missing} not found")
+    partitions = [
+        TopicPartition(t["topic"], p["partition"])
+        for t in described
+        for p in sorted(t["partitions"], key=lambda p: int(p["partition"]))
+    ]
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        await consumer.position(tp)
+    return partitions
 
 
 def admin_client(settings: Settings) -> AIOKafkaAdminClient:

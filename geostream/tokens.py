@@ -71,6 +71,13 @@ class TokenCache(Generic[T]):
             return False, None
         return True, entry[1]
 
+    def forget(self, revoked: Callable[[T], bool]) -> int:
+        """Drop every entry whose identity is ``revoked`` (stale ones too); returns how many."""
+        gone = [h for h, (_, who) in self._entries.items() if who is not None and revoked(who)]
+        for token_hash in gone:
+            del self._entries[token_hash]
+        return len(gone)
+
     def put(self, token_hash: bytes, identity: T | None) -> None:
         if self.ttl_s <= 0:
             return

@@ -30,6 +30,7 @@ from ingest.encoding import encode_ingested
 from ingest.metrics import IngestMetrics
 from ingest.producer import FixProducer, KafkaUnavailable
 from ingest.ratelimit import RateLimiter, retry_after_header
+from ingest.revocations import RevocationListener
 from ingest.tokens import DeviceIdentity, TokenResolver, TokenStore
 from ingest.validation import TimeLimits, unstorable, validate_batch
 
@@ -121,20 +122,21 @@ class Gateway:
         self.rates = RateLimiter(settings.ingest_rate_per_s, settings.ingest_rate_burst)
         self.producer = FixProducer(settings)
         self.pool = create_pool(settings)
-        self.tokens = TokenResolver(
-            TokenStore(self.pool),
-            TokenCache[DeviceIdentity](
-                settings.ingest_token_cache_ttl_s, stale_s=settings.ingest_token_stale_s
-            ),
+        cache = TokenCache[DeviceIdentity](
+            settings.ingest_token_cache_ttl_s, stale_s=settings.ingest_token_stale_s
         )
+        self.tokens = TokenResolver(TokenStore(self.pool), cache)
+        self.revocations = RevocationListener(settings, cache)
 
     # Lifecycle -------------------------------------------------------------------------------
 
     async def startup(self) -> None:
         await self.pool.open(wait=False)
         await self.producer.start()
+        self.revocations.start()
 
     async def shutdown(self) -> None:
+        await self.revocations.stop()
         await self.producer.stop()
         await self.pool.close()
 

@@ -52,7 +52,7 @@ from geostream.kafka import (
     topic_name,
     topic_specs,
 )
-from processors import consumer_seeks, eager_wait
+from processors import consumer_seeks, eager_wait, erasure
 from processors import state as state_codec
 from processors._cleaning import epoch_ms
 from processors.config import WORKER_BATCH_MAX, ProcessorConfig
@@ -60,8 +60,8 @@ from processors.metrics import WorkerMetrics
 from processors.pipeline import CourierProcessor, CourierState, Outputs
 from processors.positions import Admission, SourcePositions
 from processors.zones import Geofences
-from schemas.records import IngestedFix, Rejection
-from schemas.wire import WireError, decode_many, encode
+from schemas.records import IngestedFix, PrivacyRequest, Rejection
+from schemas.wire import WireError, decode, decode_many, encode
 
 log = logging.getLogger("geostream.processors")
 
@@ -121,23 +121,25 @@ class TopicRecords:
     """What one transaction writes: ``(key, value)`` per logical output topic, the newest
     clean fix per courier for the compacted ``courier.latest``, and the changed states."""
 
-    __slots__ = ("changelog", "events", "latest", "states", "topics")
+    __slots__ = ("changelog", "erased", "events", "latest", "states", "topics")
 
     def __init__(self) -> None:
-        self.topics: dict[str, list[tuple[bytes | None, bytes]]] = {}
-        self.latest: dict[bytes | None, bytes] = {}
+        # a value of None is a tombstone
+        self.topics: dict[str, list[tuple[bytes | None, bytes | None]]] = {}
+        self.latest: dict[bytes | None, bytes | None] = {}
         self.states: dict[bytes, tuple[CourierState, int]] = {}  # key -> (state, partition)
-        self.changelog: dict[int, list[tuple[bytes, bytes]]] = {}  # by partition
+        self.erased: dict[bytes, tuple[int, int]] = {}  # key -> (partition, erasure time ms)
+        self.changelog: dict[int, list[tuple[bytes, bytes | None]]] = {}  # by partition
         self.events: list[Any] = []  # the faust events these records came from
 
-    def records(self, name: str) -> list[tuple[bytes | None, bytes]]:
+    def records(self, name: str) -> list[tuple[bytes | None, bytes | None]]:
         """The list of ``(key, value)`` going to logical topic ``name``."""
         records = self.topics.get(name)
         if records is None:
             records = self.topics[name] = []
         return records
 
-    def add(self, name: str, key: bytes | None, value: bytes) -> None:
+    def add(self, name: str, key: bytes | None, value: bytes | None) -> None:
         self.records(name).append((key, value))
 
 
@@ -166,6 +168,7 @@ class Wiring:
         # States changed by the batch being processed (its TopicRecords write them).
         self.dirty: dict[bytes, CourierState] = {}
         self.idle: dict[bytes, int] = {}  # couriers with an open trip or held fixes
+        self.erasures: dict[bytes, int] = {}  # erased couriers -> erasure time (ms)
         self.rescan = True
         self.tick_producer: Any = None
         self.positions: SourcePositions[TP] = SourcePositions()
@@ -236,6 +239,10 @@ class Wiring:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
+        if key not in self.erasures:
+            erased_ms = erasure.decode_marker(self.stored(erasure.marker_key(key), event))
+            if erased_ms is not None:
+                self.erasures[key] = erased_ms
         raw = self.stored(key, event)
         if raw is not None:
             try:
@@ -265,6 +272,10 @@ class Wiring:
         whose state change lands in the next transaction, and a crash in between would resume
         from an older state. Written here, the state commits exactly with its offsets.
         """
+        for key, (partition, erased_ms) in records.erased.items():
+            records.changelog.setdefault(partition, []).extend(
+                [(key, None), (erasure.marker_key(key), erasure.encode_marker(erased_ms))]
+            )
         for key, (state, partition) in records.states.items():
             if self.dirty.get(key) is state:
                 del self.dirty[key]
@@ -277,7 +288,7 @@ class Wiring:
                 self.idle.pop(key, None)
         self.store_states(records.changelog)
 
-    def store_states(self, by_partition: dict[int, list[tuple[bytes, bytes]]]) -> None:
+    def store_states(self, by_partition: dict[int, list[tuple[bytes, bytes | None]]]) -> None:
         """Put states into the table's local store: with rocksdb, one write per partition
         database, without its write-ahead log.
 
@@ -291,7 +302,10 @@ class Wiring:
         if not hasattr(store, "_db_for_partition"):  # the memory store: no partitions
             for pairs in by_partition.values():
                 for key, data in pairs:
-                    store[key] = data
+                    if data is None:
+                        store.pop(key, None)
+                    else:
+                        store[key] = data
             return
         from rocksdict import WriteBatch, WriteOptions  # faust's rocksdb store is rocksdict's
 
@@ -300,8 +314,12 @@ class Wiring:
         for partition, pairs in by_partition.items():
             batch = WriteBatch(raw_mode=True)
             for key, data in pairs:
-                batch.put(key, data)
-                store._key_index[key] = partition  # where faust's own lookups find it
+                if data is None:
+                    batch.delete(key)
+                    store._key_index.pop(key, None)
+                else:
+                    batch.put(key, data)
+                    store._key_index[key] = partition  # where faust's own lookups find it
             store._db_for_partition(partition).write(batch, unlogged)
 
     def keep_partitions(self, assigned: Iterable[Any]) -> None:
@@ -374,6 +392,9 @@ class Wiring:
                 if key is not None:
                     self.handle_tick(key, int(event.value), event, outputs[txn])
                 continue
+            if erasure.is_erasure(message.headers):
+                self.erase(key, event, outputs[txn])
+                continue
             try:
                 items = decode_many(IngestedFix, event.value)
             except WireError as exc:
@@ -396,6 +417,14 @@ class Wiring:
             results: list[tuple[bytes, Outputs]] = []
             for fix_key, fixes in by_courier.items():
                 first = fixes[0]
+                if fix_key in self.erasures or fix_key not in self.cache:
+                    self.load(fix_key, first.org_id, first.courier_id, event)  # its marker
+                    kept = erasure.received_after(fixes, self.erasures.get(fix_key))
+                    if len(kept) < len(fixes):
+                        self.metrics.erased_out.inc(len(fixes) - len(kept))
+                        if not kept:
+                            continue
+                        fixes = kept
                 state = self.load(fix_key, first.org_id, first.courier_id, event)
                 if self.already_applied(state, message.partition, message.offset):
                     self.metrics.replayed_out.inc(len(fixes))
@@ -514,6 +543,43 @@ class Wiring:
             consumer._acked_index[tp].clear()
             consumer._gap.pop(tp, None)
         return self.positions.committable(consumer.assignment(), consumer._committed_offset)
+
+    def erase(self, key: bytes | None, event: Any, out: TopicRecords) -> None:
+        """A courier's erasure request: drop its state, and tombstone its outputs.
+
+        The state goes with a tombstone on the changelog; a fresh state takes its place in
+        the cache (fixes after the request in this batch build on it, not on the store's old
+        one). Every output topic the sink reads, and ``courier.latest``, gets a tombstone
+        after the courier's records that are already queued.
+        """
+        try:
+            request = decode(PrivacyRequest, event.value)
+        except WireError as exc:
+            self.reject_malformed(key, exc, out)
+            return
+        key = f"{request.org_id}/{request.courier_id}".encode()
+        message = event.message
+        state = self.load(key, request.org_id, request.courier_id, event)
+        if self.already_applied(state, message.partition, message.offset):
+            return  # the state is already one built after this request
+        erased_ms = max(epoch_ms(request.requested_at), self.erasures.get(key, 0))
+        self.erasures[key] = erased_ms
+        self.dirty.pop(key, None)
+        self.idle.pop(key, None)
+        out.states.pop(key, None)
+        fresh = self.processor.new_state(request.org_id, request.courier_id)
+        fresh.source_partition, fresh.source_offset = message.partition, message.offset
+        self.cache[key] = fresh
+        out.erased[key] = (message.partition, erased_ms)
+        for name in erasure.TOMBSTONED_TOPICS:
+            out.add(name, key, None)
+        # courier.latest's tombstone goes with the other topics' records, ahead of the newest
+        # fixes (sent last): a fix after the request in this batch must not overwrite it
+        out.latest.pop(key, None)
+        out.add("courier.latest", key, None)
+        self.metrics.erasures.inc()
+        log.info("erased the state of a courier of %s (request %s)",
+                 request.org_id, request.request_id)  # fmt: skip
 
     def handle_tick(self, key: bytes, now_ms: int, event: Any, out: TopicRecords) -> None:
         if key not in self.cache and key not in self.dirty and self.stored(key, event) is None:
@@ -660,7 +726,7 @@ class Wiring:
             count = self.partition_counts.get(topic)
             if count is None:
                 count = self.partition_counts[topic] = len(await producer.partitions_for(topic))
-            split: dict[int, list[tuple[bytes | None, bytes]]] = {}
+            split: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
             for key, value in pairs:
                 split.setdefault(self.partition_for(key, count), []).append((key, value))
             for partition, part in split.items():

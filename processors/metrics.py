@@ -58,7 +58,8 @@ class WorkerMetrics:
         self.fixes_out = Counter(
             "geostream_processor_fixes_out",
             "Fixes by result (clean, late, rejected, replayed: skipped as already applied before a"
-            " crash) and reason code (rejections).",
+            " crash, erased: received before their courier's erasure) and reason code"
+            " (rejections).",
             ["result", "reason"],
             registry=r,
         )
@@ -66,6 +67,7 @@ class WorkerMetrics:
         self.clean_out = self.fixes_out.labels("clean", "")
         self.late_out = self.fixes_out.labels("late", "")
         self.replayed_out = self.fixes_out.labels("replayed", "")
+        self.erased_out = self.fixes_out.labels("erased", "")
         self.latency = PlainHistogram(
             "geostream_processor_latency_seconds",
             "From the gateway's received_at until the worker emitted the clean fix.",
@@ -96,6 +98,11 @@ class WorkerMetrics:
         self.open_trips = Gauge(
             "geostream_processor_open_trips",
             "Couriers of this worker with an open trip.",
+            registry=r,
+        )
+        self.erasures = Counter(
+            "geostream_processor_erasures",
+            "Couriers' erasure requests applied (state dropped, outputs tombstoned).",
             registry=r,
         )
         self.timer_closed = Counter(

@@ -171,17 +171,53 @@ def export_courier_command(args: argparse.Namespace) -> int:
 
 
 def delete_courier_command(args: argparse.Namespace) -> int:
-    from sinks.isolation import IsolationError
-    from sinks.privacy import delete_courier
+    from aiokafka.errors import KafkaError
+
+    from sinks.isolation import IsolationError, check_org
 
     if not args.yes:
         print("error: deleting is irreversible; add --yes to confirm", file=sys.stderr)
         return 2
     try:
-        deleted = asyncio.run(_with_owner(delete_courier, args.org, args.courier))
+        check_org(args.org)
+        document = asyncio.run(_erase(args.org, args.courier))
     except IsolationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (KafkaError, OSError) as exc:
+        print(f"error: the data is deleted and the request recorded, but Kafka did not take it"
+              f" ({exc!r}); run the command again", file=sys.stderr)  # fmt: skip
+        return 1
     with contextlib.suppress(BrokenPipeError):
-        print(json.dumps({"org_id": args.org, "courier_id": args.courier, "deleted": deleted}))
+        print(json.dumps({"courier_id": args.courier, **document}))
     return 0
+
+
+async def _erase(org_id: str, courier_id: str) -> dict[str, Any]:
+    """The erasure as the owner (see :mod:`sinks.erasure`); returns the receipt."""
+    import getpass
+
+    import psycopg
+
+    from config.retention import RetentionPolicy
+    from geostream.db import database_url
+    from geostream.kafka import create_producer, topic_specs
+    from sinks import erasure
+
+    settings = get_settings()
+    policy = RetentionPolicy.load(settings.retention_file)
+    url = database_url(settings)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        erased = await erasure.erase_in_database(
+            conn, settings, policy, org_id, courier_id, f"admin:{getpass.getuser()}",
+            as_api=False,
+        )  # fmt: skip
+        producer = create_producer(settings, client_id="geostream-admin")
+        await producer.start()
+        try:
+            await erasure.publish(producer, settings, erased)
+        finally:
+            await producer.stop()
+        document = erasure.receipt(erased, topic_specs(settings))
+        await erasure.store_receipt(conn, erased.request_id, document, as_api=False)
+    return document

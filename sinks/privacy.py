@@ -1,8 +1,8 @@
-"""Couriers' rights over their data (privacy policy 9.7): export everything, delete everything.
+"""A courier's right of access (privacy policy 9.7): every stored row, in one document.
 
-Both work on the owner's connection, across every table that holds a courier's rows; the API
-calls them for its org after authorising the request, the admin commands for operators.
-Deleting is one transaction: either all of the courier's rows are gone or none.
+The export reads every table that holds a courier's rows in one snapshot; the API calls it for
+its org after authorising the request, the admin command for operators. Erasure, which must
+reach beyond the database, is :mod:`sinks.erasure`.
 """
 
 from __future__ import annotations
@@ -59,24 +59,6 @@ async def export_courier(
         "counts": {table: len(rows) for table, rows in tables.items()},
         "tables": tables,
     }
-
-
-async def delete_courier(
-    conn: AsyncConnection[Any], org_id: str, courier_id: str
-) -> dict[str, int]:
-    """Delete every row of the courier in every table, in one transaction; rows per table."""
-    check_org(org_id)
-    deleted: dict[str, int] = {}
-    async with conn.transaction():
-        for table in COURIER_TABLES:
-            cursor = await conn.execute(
-                sql.SQL("DELETE FROM {} WHERE org_id = %s AND courier_id = %s").format(
-                    sql.Identifier(table)
-                ),
-                (org_id, courier_id),
-            )
-            deleted[table] = max(cursor.rowcount, 0)
-    return deleted
 
 
 async def _geometry_column(conn: AsyncConnection[Any], table: str) -> str | None:

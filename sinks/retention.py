@@ -91,6 +91,7 @@ class RetentionReport:
     chunks_dropped: dict[str, int] = field(default_factory=dict)
     rows_deleted: dict[str, int] = field(default_factory=dict)
     policies: list[str] = field(default_factory=list)
+    couriers_forgotten: int = 0  # erasure requests whose courier id was cleared
 
 
 async def timescale_edition(conn: AsyncConnection[Any]) -> str:
@@ -138,6 +139,17 @@ async def run_retention(
                 (now,),
             )
             report.rows_deleted[table] = max(cursor.rowcount, 0)
+    async with conn.transaction():
+        # erasure requests (migration 0012): the courier is forgotten once no log copy of
+        # their records is left; the receipt, which names no courier, goes at its own time
+        cursor = await conn.execute("DELETE FROM privacy_requests WHERE expires_at <= %s", (now,))
+        report.rows_deleted["privacy_requests"] = max(cursor.rowcount, 0)
+        cursor = await conn.execute(
+            "UPDATE privacy_requests SET courier_id = NULL"
+            " WHERE courier_id IS NOT NULL AND forget_courier_at <= %s",
+            (now,),
+        )
+        report.couriers_forgotten = max(cursor.rowcount, 0)
     return report
 
 

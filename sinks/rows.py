@@ -46,6 +46,11 @@ class Table:
         """The row of a record object (the sink itself maps validated fields, not objects)."""
         return self.from_fields(record_fields(record))
 
+    def courier_of(self, row: Row) -> tuple[str, str]:
+        """The row's (org_id, courier_id)."""
+        columns = self.columns
+        return row[columns.index("org_id")], row[columns.index("courier_id")]
+
     @property
     def staging(self) -> str:
         return f"stage_{self.name}"

@@ -48,9 +48,10 @@ from geostream.kafka import create_consumer, create_producer, topic_name
 from schemas.records import Rejection
 from schemas.wire import encode
 from sinks.decode import RECEIVED_AT, Unwritable, row_decoder
+from sinks.erasure import Courier, courier_of_key
 from sinks.metrics import SinkMetrics
 from sinks.rows import POSITIONS, TOPIC_TABLES, Row, Table
-from sinks.writer import write_batch
+from sinks.writer import Tombstoned, write_batch
 
 log = logging.getLogger("geostream.sink")
 
@@ -98,6 +99,17 @@ class Batch:
     messages: dict[Table, list[Any]] = field(default_factory=dict)  # each row's ConsumerRecord
     rejects: list[Reject] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to commit
+    # couriers whose erasure tombstone is in the batch, by table (sinks.erasure)
+    tombstoned: dict[Table, set[Courier]] = field(default_factory=dict)
+
+    def tombstone(self, table: Table, courier: Courier) -> None:
+        """The courier's erasure tombstone: its rows of ``table`` so far in the batch go."""
+        rows, messages = self.rows.get(table, []), self.messages.get(table, [])
+        kept = [i for i, row in enumerate(rows) if table.courier_of(row) != courier]
+        if len(kept) < len(rows):
+            rows[:] = [rows[i] for i in kept]
+            messages[:] = [messages[i] for i in kept]
+        self.tombstoned.setdefault(table, set()).add(courier)
 
     @property
     def row_count(self) -> int:
@@ -303,6 +315,11 @@ class Sink:
         append_row = batch.rows.setdefault(table, []).append
         append_message = batch.messages.setdefault(table, []).append
         for message in messages:
+            if message.value is None:
+                courier = courier_of_key(message.key)
+                if courier is not None:
+                    batch.tombstone(table, courier)
+                    continue
             try:
                 row = decode_row(message.value)
             except Unwritable as exc:
@@ -325,9 +342,11 @@ class Sink:
             rejects = list(batch.rejects)
             if batch.row_count:
                 try:
-                    await self._write_retrying(batch.rows)
+                    await self._write_retrying(batch.rows, batch.tombstoned)
                 except PermanentWriteError as exc:
-                    rejects += await self._isolate(batch.items(), exc)
+                    rejects += await self._isolate(batch.items(), batch.tombstoned, exc)
+            elif batch.tombstoned:
+                await self._write_retrying({}, batch.tombstoned)
             if rejects:
                 await self._dead_letter(producer, rejects)
             await self._commit(consumer, batch.offsets)
@@ -341,17 +360,19 @@ class Sink:
                 e2e.observe((committed_at - row[RECEIVED_AT]).total_seconds())
             self.batches_committed += 1
 
-    async def _write_isolating(self, items: list[Item]) -> list[Reject]:
+    async def _write_isolating(self, items: list[Item], tombstoned: Tombstoned) -> list[Reject]:
         """Write ``items``; bisect around rows the database refuses for good."""
         if not items:
             return []
         try:
-            await self._write_retrying(group_rows(items))
+            await self._write_retrying(group_rows(items), tombstoned)
             return []
         except PermanentWriteError as exc:
-            return await self._isolate(items, exc)
+            return await self._isolate(items, tombstoned, exc)
 
-    async def _isolate(self, items: list[Item], exc: PermanentWriteError) -> list[Reject]:
+    async def _isolate(
+        self, items: list[Item], tombstoned: Tombstoned, exc: PermanentWriteError
+    ) -> list[Reject]:
         """``items`` were refused together: dead-letter the one, or bisect and write halves."""
         if len(items) == 1:
             reject = items[0].reject(exc.reason, exc.detail)
@@ -359,11 +380,13 @@ class Sink:
                         reject.offset, exc)  # fmt: skip
             return [reject]
         middle = len(items) // 2
-        return await self._write_isolating(items[:middle]) + await self._write_isolating(
-            items[middle:]
-        )
+        return await self._write_isolating(
+            items[:middle], tombstoned
+        ) + await self._write_isolating(items[middle:], tombstoned)
 
-    async def _write_retrying(self, grouped: dict[Table, list[Row]]) -> None:
+    async def _write_retrying(
+        self, grouped: dict[Table, list[Row]], tombstoned: Tombstoned
+    ) -> None:
         """One transaction for these rows, retried until it commits or is refused for good."""
         assert self.pool is not None
         delay = self.settings.sink_retry_initial_s
@@ -373,6 +396,7 @@ class Sink:
                     written = await write_batch(
                         conn,
                         grouped,
+                        tombstoned,
                         before_commit=self._before_commit,
                         direct_positions=self._staging_batches_left == 0,
                     )

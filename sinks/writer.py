@@ -18,17 +18,23 @@ import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.types.string import BytesBinaryDumper
 
+from sinks import erasure
 from sinks.rows import (
     COURIER_EVENTS,
     LATEST,
     POSITIONS,
     STOPS,
     TABLES,
+    TOPIC_TABLES,
     TRIPS,
     Row,
     Table,
     latest_rows,
 )
+
+#: Couriers whose erasure tombstone a batch holds, by table.
+Tombstoned = Mapping[Table, set[erasure.Courier]]
+TABLE_TOPICS = {table.name: topic for topic, table in TOPIC_TABLES.items()}
 
 
 def _cols(columns: tuple[str, ...]) -> str:
@@ -141,6 +147,7 @@ class Written:
     direct path (COPY straight into the hypertable) or met a duplicate and went via staging."""
 
     rows: dict[str, int] = field(default_factory=dict)
+    erased: dict[str, int] = field(default_factory=dict)  # rows dropped: courier erased
     direct_positions: bool = False
     duplicates: bool = False
 
@@ -148,6 +155,7 @@ class Written:
 async def write_batch(
     conn: AsyncConnection[Any],
     batch: Mapping[Table, Sequence[Row]],
+    tombstoned: Tombstoned | None = None,
     before_commit: Callable[[], Awaitable[None]] | None = None,
     direct_positions: bool = True,
 ) -> Written:
@@ -161,12 +169,28 @@ async def write_batch(
     hypertable, inside a savepoint. A replayed fix violates the unique key, the savepoint is
     rolled back, and the batch takes the staging path (``ON CONFLICT DO NOTHING``) instead, so
     a replay costs one extra COPY and never doubles a row.
+
+    First of all, erasures (:mod:`sinks.erasure`): rows of a courier with an erasure pending on
+    their topic are dropped, and the tombstones in ``tombstoned`` (couriers by table) are
+    recorded as passed.
     """
     result = Written()
+    tombstoned = tombstoned or {}
     async with conn.transaction():
+        pending = await erasure.pending_erasures(conn, list(TABLE_TOPICS.values()))
         made_staging = await _ensure_staging(conn)
         for table in TABLES:
+            topic = TABLE_TOPICS[table.name]
+            passed = tombstoned.get(table, set())
+            if passed:
+                await erasure.mark_passed(conn, topic, passed)
             rows = batch.get(table)
+            if not rows:
+                continue
+            rows = erasure.drop_erased(list(rows), table.courier_of, pending.get(topic, set()),
+                                       passed)  # fmt: skip
+            if len(rows) < len(batch[table]):
+                result.erased[table.name] = len(batch[table]) - len(rows)
             if not rows:
                 continue
             if table is POSITIONS and direct_positions:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from config.settings import Settings, get_settings
 from geostream.kafka import admin_client, create_consumer, create_producer, topic_name
@@ -250,9 +250,9 @@ async def consume(
 
 
 async def fetched(consumer: AIOKafkaConsumer) -> list[dict]:
-    """The JSON records of one fetch (up to half a second's wait)."""
+    """The JSON records of one fetch (up to half a second's wait); tombstones are left out."""
     batches = await consumer.getmany(timeout_ms=500)
-    return [orjson.loads(m.value) for batch in batches.values() for m in batch]
+    return [orjson.loads(m.value) for batch in batches.values() for m in batch if m.value]
 
 
 async def drop_internal_topics(settings: Settings) -> None:
@@ -294,3 +294,24 @@ def expected(
     for state in states.values():
         out.extend(proc.close_idle(state, now))
     return out
+
+
+async def records_until(
+    settings: Settings,
+    topic: str,
+    done: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+    limit_s: float = 60.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Committed records of a topic (its full name), tombstones included, from the start,
+    until ``done(records)`` (or a limit)."""
+    consumer = create_consumer(settings, topic, group_id=None)
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + limit_s
+        while not done(records) and asyncio.get_running_loop().time() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            records += [m for batch in batches.values() for m in batch]
+    finally:
+        await consumer.stop()
+    return records

@@ -23,11 +23,15 @@ import aiohttp
 import psycopg
 import pytest
 import uvicorn
+from processors_helpers import topic_reader
 
 from config.settings import Settings
+from geostream.db import create_pool
 from geostream.kafka import create_producer, topic_name
-from schemas.records import CourierEvent, EnrichedFix
-from schemas.wire import encode
+from ingest.tokens import TokenStore
+from processors.erasure import is_erasure
+from schemas.records import CourierEvent, EnrichedFix, PrivacyRequest
+from schemas.wire import decode, encode
 from sinks.api import models
 from sinks.api.app import create_app
 from sinks.api.auth import create_dispatcher, revoke_dispatcher
@@ -389,11 +393,27 @@ async def test_the_api_reads_as_the_restricted_role(api: Api) -> None:
     assert rows == [("geostream_api",)]
 
 
-async def test_privacy_export_and_delete_need_an_operator_of_the_org(api: Api) -> None:
-    await add_latest(api, "org-a", "a1")
-    await add_track(api, "org-a", "a1", 4)
-    await add_stop_and_trip(api, "org-a", "a1")
-    await add_latest(api, "org-b", "a1")  # same courier id in another org: must survive
+async def add_event(api: Api, org: str, courier: str) -> None:
+    await api.sql(
+        "INSERT INTO courier_events (ts, org_id, courier_id, event_id, kind, subject_id, geom,"
+        " expires_at) VALUES (%s, %s, %s, %s, 'stop_started', 's',"
+        " ST_SetSRID(ST_MakePoint(76.91, 43.21), 4326), %s)",
+        (T0, org, courier, f"ev-{org}-{courier}", T0 + timedelta(days=90)),
+    )
+
+
+async def test_privacy_export_and_erase_need_an_operator_of_the_org(api: Api) -> None:
+    # The same courier id in another org, and another courier of the org, in every table:
+    # the erasure must leave all of them alone.
+    for org, courier in (("org-a", "a1"), ("org-b", "a1"), ("org-a", "a2")):
+        await add_latest(api, org, courier)
+        await add_track(api, org, courier, 4)
+        await add_stop_and_trip(api, org, courier)
+        await add_event(api, org, courier)
+    async with create_pool(api.settings) as pool:
+        devices = TokenStore(pool)
+        device_token = await devices.create("org-a", "a1", "a1-phone")
+        other_token = await devices.create("org-b", "a1", "b-phone")
     plain = await api.token("org-a", "plain")
     operator = await api.token("org-a", "op", operator=True)
     other_operator = await api.token("org-b", "op", operator=True)
@@ -411,20 +431,53 @@ async def test_privacy_export_and_delete_need_an_operator_of_the_org(api: Api) -
     assert body["counts"]["stops"] == 1
     assert {row["org_id"] for row in body["tables"]["latest_positions"]} == {"org-a"}
 
-    status, body = await api.delete("/v1/couriers/a1/data", operator)
-    assert status == 200, body
-    assert body["deleted"]["positions"] == 4
-    assert body["deleted"]["latest_positions"] == 1
-    remaining = await api.sql(
-        "SELECT org_id, count(*) FROM latest_positions WHERE courier_id = 'a1' GROUP BY org_id"
+    status, receipt = await api.delete("/v1/couriers/a1/data", operator)
+    assert status == 200, receipt
+    assert receipt["rows_deleted"] == {
+        "positions": 4, "stops": 1, "trips": 1, "courier_events": 1, "latest_positions": 1,
+        "courier_daily": 0,
+    }  # fmt: skip
+    assert receipt["device_tokens_revoked"] == 1
+    assert receipt["requested_by"] == "dispatcher:op"
+    assert set(receipt["log_copies_expire"]) >= {"fixes.raw", "courier.latest", "privacy.requests"}
+    for table in ("positions", "stops", "trips", "courier_events", "latest_positions"):
+        survivors = await api.sql(f"SELECT DISTINCT org_id, courier_id FROM {table} ORDER BY 1, 2")
+        assert survivors == [("org-a", "a2"), ("org-b", "a1")], table
+    assert await api.sql(
+        "SELECT org_id, courier_id FROM device_tokens WHERE revoked_at IS NULL"
+    ) == [("org-b", "a1")]
+    assert device_token != other_token
+    # The request is recorded; the receipt kept for the operator names no courier.
+    [(courier, requested_by, kept)] = await api.sql(
+        "SELECT courier_id, requested_by, receipt FROM privacy_requests"
     )
-    assert remaining == [("org-b", 1)]
-    assert await api.sql("SELECT count(*) FROM positions WHERE courier_id = 'a1'") == [(0,)]
+    assert (courier, requested_by) == ("a1", "dispatcher:op")
+    assert kept == {k: v for k, v in receipt.items() if k != "courier_id"}
+    assert '"a1"' not in json.dumps(kept)  # (quoted: the request's uuid may hold "a1")
+    # ... and published: on privacy.requests, and in the courier's fixes.raw partition.
+    for logical in ("privacy.requests", "fixes.raw"):
+        consumer = await topic_reader(api.settings, logical)
+        try:
+            records = [m for batch in (await consumer.getmany(timeout_ms=5000)).values()
+                       for m in batch]  # fmt: skip
+        finally:
+            await consumer.stop()
+        [record] = records
+        assert record.key == b"org-a/a1"
+        request = decode(PrivacyRequest, record.value)
+        assert (request.kind, request.courier_id, request.request_id) == (
+            "delete",
+            "a1",
+            receipt["request_id"],
+        )
+        assert is_erasure(record.headers) == (logical == "fixes.raw")
+
     # Org A's courier is gone; org B's operator still sees its own a1.
     assert (await api.get("/v1/couriers/a1/export", operator))[0] == 404
     status, body = await api.get("/v1/couriers/a1/export", other_operator)
     assert status == 200
     assert body["counts"]["latest_positions"] == 1
+    assert body["counts"]["positions"] == 4
 
 
 async def test_health_readiness_metrics_and_openapi(api: Api) -> None:
@@ -516,20 +569,25 @@ async def test_live_stream_delivers_only_the_orgs_updates(api: Api) -> None:
             await producer.send_and_wait(
                 latest, encode(fix("org-a", "a1", "fa2")), key=b"org-a/a1", partition=0
             )
+            # a1's erasure: tombstones on both (the event one is not news to a dispatcher)
+            await producer.send_and_wait(events, None, key=b"org-a/a1", partition=0)
+            await producer.send_and_wait(latest, None, key=b"org-a/a1", partition=0)
         finally:
             await producer.stop()
 
-        # Read until A's two positions and its event are in; B's positions sit between and
-        # before them in the partition, so had they leaked, they would be here too.
+        # Read until A's two positions, its event and its erasure are in; B's positions sit
+        # between and before them in the partition, so had they leaked, they would be here too.
         got_a: list[tuple[str, str]] = []
         async for kind, data in events_a:
             got_a.append((kind, data["courier_id"]))
             if kind == "event":
                 assert data["event_id"] == "ev1"
                 assert data["kind"] == "zone_enter"
-            if sorted(got_a) == [("event", "a1"), ("position", "a1"), ("position", "a1")]:
+            if kind == "erased":
                 break
-            assert len(got_a) < 3, got_a
+            assert len(got_a) < 4, got_a
+        assert sorted(got_a[:3]) == [("event", "a1"), ("position", "a1"), ("position", "a1")]
+        assert got_a[3:] == [("erased", "a1")]
 
         got_b = []
         async for kind, data in events_b:

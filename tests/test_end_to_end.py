@@ -10,6 +10,7 @@ same parameters, and nothing at all to another organisation's dispatcher.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import os
@@ -56,9 +57,11 @@ def shifted_csv(directory: Path, end: datetime) -> tuple[Path, dict[str, timedel
     return path, shifts
 
 
-@pytest.fixture
-def pipeline(settings: Settings, tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
-    """``geostream serve`` on this test's topics and database; yields (env, API base URL)."""
+@contextlib.contextmanager
+def running_pipeline(
+    settings: Settings, tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[dict[str, str], str]]:
+    """``geostream serve`` on the test's topics and database; yields (env, API base URL)."""
     env = {
         **os.environ,
         "GEOSTREAM_TOPIC_PREFIX": settings.topic_prefix,
@@ -71,6 +74,7 @@ def pipeline(settings: Settings, tmp_path: Path) -> Iterator[tuple[dict[str, str
         "GEOSTREAM_SINK_GROUP_ID": f"e2e-sink-{uuid.uuid4().hex[:8]}",
         "GEOSTREAM_INGEST_RATE_PER_S": "1000",
         "GEOSTREAM_INGEST_RATE_BURST": "1000",
+        **(extra_env or {}),
     }
     log = (tmp_path / "serve.log").open("w")
     serve = subprocess.Popen(
@@ -89,6 +93,12 @@ def pipeline(settings: Settings, tmp_path: Path) -> Iterator[tuple[dict[str, str
             serve.kill()
             serve.wait()
         log.close()
+
+
+@pytest.fixture
+def pipeline(settings: Settings, tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
+    with running_pipeline(settings, tmp_path) as running:
+        yield running
 
 
 def wait_for_http(url: str, within_s: float) -> None:

@@ -21,9 +21,11 @@ from typing import Any
 
 import aiohttp
 import orjson
+import psycopg
 import pytest
 import uvicorn
 
+from config.retention import RetentionPolicy
 from config.settings import Settings, get_settings
 from geostream.db import create_pool
 from geostream.kafka import create_consumer, create_producer, topic_name
@@ -34,6 +36,7 @@ from ingest.server import server_config
 from ingest.tokens import TokenStore
 from schemas.records import IngestedFix
 from schemas.wire import decode
+from sinks.erasure import erase_in_database, publish
 
 pytestmark = pytest.mark.stack
 
@@ -433,6 +436,38 @@ async def test_401_for_missing_unknown_and_revoked_tokens(gateway: Gateway) -> N
     status, answer, _ = await gateway.post(token, body)  # cache TTL is 0 in this test
     assert (status, answer["error"]) == (401, "invalid_token")
     assert len(await consume(gateway.settings, 1)) == 1
+
+
+async def test_an_erased_couriers_cached_tokens_stop_working_at_once(settings: Settings) -> None:
+    """The token cache would answer for an hour; the erasure request on privacy.requests
+    makes every gateway forget the courier's tokens, and the database then says revoked."""
+    cached = settings.model_copy(update={"ingest_token_cache_ttl_s": 3600.0})
+    async with running_gateway(cached) as gateway:
+        erased_token = await gateway.device("acme", "erased-1", "phone-e1")
+        kept_token = await gateway.device("acme", "kept-1", "phone-k1")
+        body = {"fixes": [fix()]}
+        for token in (erased_token, kept_token):
+            assert (await gateway.post(token, body))[0] == 200
+        await asyncio.wait_for(gateway.app.revocations.ready.wait(), 30)
+        async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
+            policy = RetentionPolicy.load(settings.retention_file)
+            erased = await erase_in_database(
+                conn, settings, policy, "acme", "erased-1", "test", as_api=False
+            )
+        assert erased.devices == ("phone-e1",)
+        producer = create_producer(settings)
+        await producer.start()
+        try:
+            await publish(producer, settings, erased)
+        finally:
+            await producer.stop()
+        for _ in range(100):
+            status, answer, _ = await gateway.post(erased_token, body)
+            if status != 200:
+                break
+            await asyncio.sleep(0.05)
+        assert (status, answer["error"]) == (401, "invalid_token")
+        assert (await gateway.post(kept_token, body))[0] == 200
 
 
 async def test_400_for_malformed_json_and_wrong_shape(gateway: Gateway) -> None:

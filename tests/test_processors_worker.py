@@ -8,10 +8,12 @@ test's fixes.raw and reads the outputs back with a read_committed consumer.
 from __future__ import annotations
 
 import signal
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from processors_helpers import (
@@ -22,16 +24,19 @@ from processors_helpers import (
     expected,
     fix,
     produce,
+    records_until,
     scrape,
     shifted,
     start_worker,
     stop_worker,
 )
 
-from geostream.kafka import admin_client
+from geostream.kafka import admin_client, create_producer, topic_name
 from geostream.stack.system import free_port
 from processors.app import CHANGELOG_CONFIG, app_id
+from processors.erasure import encode_marker, marker_key
 from schemas.records import IngestedFix
+from sinks.erasure import Erased, publish
 
 pytestmark = pytest.mark.stack
 
@@ -213,3 +218,86 @@ def assert_same_when_repeated(records: list[dict], *id_fields: str) -> None:
     for record in records:
         key = tuple(record[f] for f in id_fields)
         assert seen.setdefault(key, record) == record, key
+
+
+async def test_an_erasure_drops_the_state_and_tombstones_every_output(settings, worker_dir):
+    """A courier with an open trip is erased: its state goes (a tombstone on the changelog),
+    each output topic gets a tombstone after its records, a fix received before the erasure
+    but queued after it is dropped, the open trip is never closed, and a new device's fixes
+    start a history that links to nothing from before."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    key = b"acme/gone"
+    moving = [fix(i * 2.0, 0, i * 20, courier="gone") for i in range(10)]
+    moving = shifted(moving, now - timedelta(seconds=60), received=now - timedelta(seconds=30))
+    late = replace(moving[-1], fix_id="gone-late", ts=moving[-1].ts + timedelta(seconds=2),
+                   received_at=now - timedelta(seconds=1))  # fmt: skip
+    fresh = [
+        replace(f, device_id="new-phone", fix_id=f"gone-new-{i}")
+        for i, f in enumerate(shifted(moving, now, received=now + timedelta(seconds=1)))
+    ]
+    erased = Erased(str(uuid.uuid4()), "acme", "gone", "test", now, {}, ("d1",))
+    port = free_port()
+    proc = start_worker(
+        settings, worker_dir / "state", worker_dir / "worker.log", metrics_port=port
+    )
+    try:
+        await produce(settings, moving)
+        await consume(settings, "fixes.clean", lambda rs: len(rs) >= len(moving), 90, proc)
+        producer = create_producer(settings)
+        await producer.start()
+        try:
+            await publish(producer, settings, erased)
+        finally:
+            await producer.stop()
+        await produce(settings, [late, *fresh])
+
+        def has_fresh(records: list) -> bool:
+            return any(r.value and b"gone-new-9" in r.value for r in records)
+
+        clean = await records_until(settings, topic_name(settings, "fixes.clean"), has_fresh, 60)
+        # past the trip gap: the timer would have closed the old trip by now; the new one is
+        # closed by the timer too (the fresh fixes stop arriving)
+        trips = await consume(settings, "trips", lambda rs: len(rs) >= 1, GAP_S + 60, proc)
+        outputs = {
+            name: await records_until(
+                settings, topic_name(settings, name), lambda rs: any(r.value is None for r in rs)
+            )
+            for name in ("stops", "trips", "courier.events", "courier.latest")
+        }
+        changelog = await records_until(
+            settings,
+            f"{app_id(settings)}-courier-state-changelog",
+            lambda rs: any(r.key == marker_key(key) for r in rs),
+        )
+        metrics = scrape(port)
+    finally:
+        stop_worker(proc)
+        await drop_internal_topics(settings)
+
+    values = [r.value for r in clean if r.key == key]
+    cut = values.index(None)
+    before = [orjson.loads(v)["fix_id"] for v in values[:cut]]
+    after = [orjson.loads(v) for v in values[cut + 1 :]]
+    assert before == [f.fix_id for f in moving]
+    assert [a["fix_id"] for a in after] == [f.fix_id for f in fresh]  # not gone-late
+    assert after[0]["distance_m"] == 0.0
+    assert after[0]["odometer_m"] == 0.0
+    old_trip = orjson.loads(values[cut - 1])["trip_id"]
+    assert {a["trip_id"] for a in after}.isdisjoint({old_trip})
+    assert [(t["fix_count"], t["closed_by"]) for t in trips] == [(len(fresh), "timer")]
+    for name, records in outputs.items():
+        assert None in [r.value for r in records if r.key == key], name
+    # courier.latest: the old positions, the tombstone, then only the new device's
+    latest = [orjson.loads(r.value)["fix_id"] if r.value else None
+              for r in outputs["courier.latest"] if r.key == key]  # fmt: skip
+    tombstone = latest.index(None)
+    assert set(latest[:tombstone]) <= {f.fix_id for f in moving}
+    assert set(latest[tombstone + 1 :]) <= {f.fix_id for f in fresh}
+    assert latest[-1] == fresh[-1].fix_id
+    states = [r.value for r in changelog if r.key == key]
+    assert None in states  # the tombstone, then the fresh state
+    assert [r.value for r in changelog if r.key == marker_key(key)] == [
+        encode_marker(int(now.timestamp() * 1000))
+    ]
+    assert 'geostream_processor_fixes_out_total{reason="",result="erased"} 1.0' in metrics
+    assert "geostream_processor_erasures_total 1.0" in metrics

@@ -8,9 +8,14 @@ import psycopg
 import pytest
 from sink_support import NOW, count, event, fix, stop, trip
 
+from config.retention import RetentionPolicy
+from config.settings import Settings
+from geostream.db import create_pool
+from ingest.tokens import TokenStore
 from schemas.wire import encode
 from sinks.decode import decode_message
-from sinks.privacy import delete_courier, export_courier
+from sinks.erasure import erase_in_database
+from sinks.privacy import COURIER_TABLES, export_courier
 from sinks.rows import TOPIC_TABLES
 from sinks.writer import write_batch
 
@@ -119,10 +124,15 @@ async def test_constraint_violation_rolls_back_whole_batch(database_url: str) ->
     assert count(database_url, "positions") == 0
 
 
-async def test_export_then_delete_a_courier(database_url: str) -> None:
+async def test_export_then_erase_a_courier(settings: Settings, database_url: str) -> None:
     mine = [fix(), fix(), stop(), trip(), event()]
     others = [fix(courier="c2"), fix(org="other"), stop(org="other")]
     await write(database_url, *mine, *others)
+    async with create_pool(settings) as pool:
+        store = TokenStore(pool)
+        await store.create("acme", "c1", "phone-1")
+        await store.create("acme", "c1", "phone-2")
+        await store.create("acme", "c2", "phone-3")
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await conn.execute(
             "INSERT INTO courier_daily (org_id, courier_id, day, expires_at)"
@@ -141,14 +151,27 @@ async def test_export_then_delete_a_courier(database_url: str) -> None:
         }
         assert exported["tables"]["trips"][0]["path"]["type"] == "LineString"
 
-        deleted = await delete_courier(conn, "acme", "c1")
-        assert deleted == exported["counts"]
+        policy = RetentionPolicy.load(settings.retention_file)
+        erased = await erase_in_database(
+            conn, settings, policy, "acme", "c1", "admin:test", as_api=False
+        )
+        assert erased.deleted == exported["counts"]
+        assert set(erased.deleted) == set(COURIER_TABLES)  # the SQL function misses no table
+        assert erased.devices == ("phone-1", "phone-2")
         again = await export_courier(conn, "acme", "c1")
         assert set(again["counts"].values()) == {0}
-    # Nobody else's rows were touched.
+        cursor = await conn.execute(
+            "SELECT org_id, courier_id, requested_by, forget_courier_at > requested_at,"
+            " expires_at > forget_courier_at FROM privacy_requests WHERE request_id = %s",
+            (erased.request_id,),
+        )
+        assert await cursor.fetchall() == [("acme", "c1", "admin:test", True, True)]
+    # Nobody else's rows or tokens were touched; the courier's tokens are revoked.
     assert count(database_url, "positions") == 2
     assert count(database_url, "stops") == 1
     assert count(database_url, "latest_positions") == 2
+    assert count(database_url, "device_tokens", "revoked_at IS NULL") == 1
+    assert count(database_url, "device_tokens", "courier_id = 'c2' AND revoked_at IS NULL") == 1
 
 
 def test_decode_message_maps_each_topic() -> None:
@@ -158,14 +181,18 @@ def test_decode_message_maps_each_topic() -> None:
         assert decoded.row == decoded.table.to_row(record)
 
 
-async def test_privacy_commands(database_url: str) -> None:
+async def test_privacy_commands(settings: Settings, database_url: str) -> None:
     import asyncio
     import json
     import subprocess
     import sys
 
     await write(database_url, fix(courier="c5"), stop(courier="c5"), fix(courier="c6"))
-    env = {"GEOSTREAM_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
+    env = {
+        "GEOSTREAM_DATABASE_URL": database_url,
+        "GEOSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+        "PATH": "/usr/bin:/bin",
+    }
     base = [sys.executable, "-m", "geostream.cli", "admin"]
     exported = await asyncio.to_thread(
         subprocess.run,
@@ -188,7 +215,16 @@ async def test_privacy_commands(database_url: str) -> None:
         [*base, "delete-courier", "--org", "acme", "--courier", "c5", "--yes"],
         capture_output=True, text=True, check=True, env=env,
     )  # fmt: skip
-    assert json.loads(deleted.stdout)["deleted"]["positions"] == 1
+    receipt = json.loads(deleted.stdout)
+    assert receipt["rows_deleted"]["positions"] == 1
+    assert receipt["requested_by"].startswith("admin:")
+    stored = await asyncio.to_thread(
+        count,
+        database_url,
+        "privacy_requests",
+        f"receipt->>'request_id' = '{receipt['request_id']}'",
+    )
+    assert stored == 1
     assert count(database_url, "positions", "courier_id = 'c5'") == 0
     assert count(database_url, "positions", "courier_id = 'c6'") == 1
     bad = await asyncio.to_thread(

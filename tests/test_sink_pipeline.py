@@ -14,10 +14,14 @@ import psycopg
 import pytest
 from sink_support import NOW, count, event, fix, produce, read_all, running, stop, trip, wait_until
 
+from config.retention import RetentionPolicy
 from config.settings import Settings, get_settings
+from geostream.kafka import create_producer, topic_name
 from geostream.stack import Stack
+from processors.erasure import TOMBSTONED_TOPICS
 from schemas.records import Rejection
 from schemas.wire import decode, encode
+from sinks.erasure import erase_in_database
 from sinks.sink import Sink
 
 pytestmark = pytest.mark.stack
@@ -275,3 +279,52 @@ async def test_db_error_while_the_next_batch_is_decoded_loses_nothing(
     assert _dead(sink) == 0
     assert count(cfg.database_url, "positions") == n
     assert count(cfg.database_url, "latest_positions") == 5
+
+
+def courier_rows(url: str, courier: str) -> dict[str, int]:
+    tables = ("positions", "latest_positions", "stops", "trips", "courier_events")
+    return {t: count(url, t, f"org_id = 'acme' AND courier_id = '{courier}'") for t in tables}
+
+
+async def tombstones(settings: Settings, key: bytes) -> None:
+    producer = create_producer(settings)
+    await producer.start()
+    try:
+        for logical in TOMBSTONED_TOPICS:
+            await producer.send_and_wait(topic_name(settings, logical), None, key=key)
+    finally:
+        await producer.stop()
+
+
+async def test_an_erased_couriers_records_never_land_until_its_tombstones_pass(
+    settings: Settings,
+) -> None:
+    """Records of an erased courier still in Kafka are dropped, on each topic, until the
+    worker's tombstone for the courier passes there; what follows a tombstone is new data."""
+    url = settings.database_url
+    before = [fix(), fix(), stop(), trip(), event()]
+    await produce(settings, [*before, fix(courier="c2"), stop(courier="c2")])
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        policy = RetentionPolicy.load(settings.retention_file)
+        erased = await erase_in_database(conn, settings, policy, "acme", "c1", "t", as_api=False)
+    config = sink_settings(settings)
+    sink = Sink(config)
+    async with running(sink):
+        await wait_until(lambda: count(url, "stops", "courier_id = 'c2'") == 1, "c2's records")
+        await wait_until(lambda: sink.batches_committed > 0, "a commit")
+        assert set(courier_rows(url, "c1").values()) == {0}
+        assert count(url, "positions", "courier_id = 'c2'") == 1
+
+        # The worker's tombstones, then fixes of a device enrolled after the erasure.
+        await tombstones(settings, b"acme/c1")
+        after = [fix(device_id="new-phone"), stop(start=NOW - timedelta(minutes=3)), trip(),
+                 event()]  # fmt: skip
+        await produce(settings, after)
+        await wait_until(lambda: courier_rows(url, "c1")["courier_events"] == 1, "c1's new data")
+        await wait_until(lambda: courier_rows(url, "c1")["positions"] == 1, "c1's new fix")
+    assert courier_rows(url, "c1") == {
+        "positions": 1, "latest_positions": 1, "stops": 1, "trips": 1, "courier_events": 1
+    }  # fmt: skip
+    assert count(url, "positions", "device_id = 'new-phone'") == 1
+    assert count(url, "privacy_erasure_progress", f"request_id = '{erased.request_id}'") == 4
+    assert await read_all(config, "sink.deadletter", 1, timeout_s=3) == []

@@ -104,6 +104,31 @@ async def test_retention_removes_exactly_what_expired(database_url: str) -> None
 
 
 @pytest.mark.stack
+async def test_erasure_requests_forget_the_courier_then_the_receipt_goes(
+    database_url: str,
+) -> None:
+    """An erasure request keeps the courier's id only while log copies may exist; the receipt
+    (no courier in it) stays until its own class expires."""
+    policy = RetentionPolicy.load(get_settings().retention_file)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        for courier, forget, expire in (("fresh", "1 day", "3 years"), ("old", "-1 day", "3 years"),
+                                        ("ancient", "-2 days", "-1 day")):  # fmt: skip
+            await conn.execute(
+                "INSERT INTO privacy_requests (kind, org_id, courier_id, requested_by,"
+                " forget_courier_at, expires_at, receipt)"
+                " VALUES ('delete', 'acme', %s, 'op', now() + %s::interval,"
+                " now() + %s::interval, %s)",
+                (courier, forget, expire, json.dumps({"label": courier})),
+            )
+        report = await run_retention(conn, policy)
+        cursor = await conn.execute(
+            "SELECT receipt->>'label', courier_id FROM privacy_requests ORDER BY 1"
+        )
+        assert await cursor.fetchall() == [("fresh", "fresh"), ("old", None)]
+    assert report.couriers_forgotten == 1
+    assert report.rows_deleted["privacy_requests"] == 1
+
+
 def test_retention_command_reports_edition(database_url: str) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "geostream.cli", "retention", "run", "--json"],

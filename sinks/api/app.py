@@ -20,6 +20,8 @@ from typing import Annotated, Any, TypeVar
 
 import orjson
 import psycopg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -28,11 +30,13 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import AwareDatetime
 
+from config.retention import RetentionPolicy
 from config.settings import Settings
 from geostream.db import create_pool
+from geostream.kafka import create_producer, topic_specs
 from geostream.tokens import hash_token
 from processors.zones import Geofences
-from sinks import privacy
+from sinks import erasure, privacy
 from sinks.api import models, queries
 from sinks.api.auth import Dispatcher, DispatcherCache, lookup_dispatcher
 from sinks.api.live import LiveFeed, LiveHub, TooManyStreams, stream
@@ -76,6 +80,8 @@ class ApiState:
     hub: LiveHub
     feed: LiveFeed
     geofences: Geofences
+    retention: RetentionPolicy
+    producer: AIOKafkaProducer | None = None  # started by the first erasure
 
 
 def session_conninfo(url: str, settings: Settings) -> str:
@@ -116,7 +122,7 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
         geofences = Geofences.load(settings.geofences_file, settings.zone_hysteresis_m)
         holder["state"] = ApiState(
             settings, conninfo, pool, DispatcherCache(settings.api_token_cache_ttl_s), hub, feed,
-            geofences,
+            geofences, RetentionPolicy.load(settings.retention_file),
         )  # fmt: skip
         feed.start()
         log.info("dispatcher API ready (%d zones)", len(geofences.zones))
@@ -125,6 +131,9 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
         finally:
             await feed.stop()
             await pool.close()
+            producer = holder["state"].producer
+            if producer is not None:
+                await producer.stop()
 
     app = FastAPI(
         title="geostream dispatcher API",
@@ -420,14 +429,18 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    async def operator_courier(dispatcher: Dispatcher, courier_id: str) -> None:
-        """403 unless an operator token; 404 unless the org knows the courier."""
+    async def operator(dispatcher: Dispatcher) -> None:
+        """403 unless an operator token."""
         if not dispatcher.is_operator:
             raise HTTPException(
                 403,
                 "export and delete need an operator token"
                 " (geostream admin create-dispatcher --operator)",
             )
+
+    async def operator_courier(dispatcher: Dispatcher, courier_id: str) -> None:
+        """403 unless an operator token; 404 unless the org knows the courier."""
+        await operator(dispatcher)
 
         async def known(conn: queries.Conn) -> bool:
             return await queries.courier_known(conn, dispatcher.org_id, courier_id)
@@ -459,23 +472,59 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
             document = await privacy.export_courier(conn, dispatcher.org_id, courier_id)
         return json_response(document)
 
+    async def started_producer() -> AIOKafkaProducer:
+        st = state()
+        if st.producer is None:
+            producer = create_producer(settings, client_id="geostream-api")
+            await producer.start()
+            if st.producer is None:
+                st.producer = producer
+            else:  # another request started one meanwhile
+                await producer.stop()
+        return st.producer
+
     @app.delete(
         "/v1/couriers/{courier_id}/data",
-        response_model=models.Deleted,
-        summary="Delete everything stored about a courier (privacy: erasure); operators only",
+        response_model=models.ErasureReceipt,
+        summary="Erase a courier everywhere (privacy: erasure); operators only",
+        description=(
+            "Deletes every row of the courier, revokes its device tokens and makes the pipeline"
+            " drop everything of the courier received before now (see docs/privacy.md)."
+            " Answers with the receipt. 503: the data is deleted and the request recorded, but"
+            " Kafka did not take it; send the request again."
+        ),
     )
     async def delete(dispatcher: Auth, courier_id: CourierId) -> Response:
-        await operator_courier(dispatcher, courier_id)
+        await operator(dispatcher)
+        st = state()
 
-        async def work(conn: queries.Conn) -> dict[str, int]:
-            return await queries.delete_courier(conn, courier_id)
+        async def work(conn: queries.Conn) -> erasure.Erased:
+            return await erasure.erase_in_database(
+                conn, settings, st.retention, dispatcher.org_id, courier_id,
+                f"dispatcher:{dispatcher.dispatcher_id}", as_api=True,
+            )  # fmt: skip
 
-        deleted = await in_org(dispatcher, work)
-        log.info(
-            "dispatcher %s of %s deleted courier %s: %s",
-            dispatcher.dispatcher_id, dispatcher.org_id, courier_id, deleted,
-        )  # fmt: skip
-        return json_response({"courier_id": courier_id, "deleted": deleted})
+        erased = await in_org(dispatcher, work)
+        try:
+            await erasure.publish(await started_producer(), settings, erased)
+        except (KafkaError, OSError) as exc:
+            log.warning("erasure %s not published: %r", erased.request_id, exc)
+            raise HTTPException(
+                503,
+                "the courier's data is deleted and the request recorded, but Kafka did not take"
+                " it; send the request again",
+                headers={"Retry-After": "5"},
+            ) from exc
+        document = erasure.receipt(erased, topic_specs(settings))
+
+        async def keep(conn: queries.Conn) -> None:
+            await erasure.store_receipt(conn, erased.request_id, document, as_api=True)
+
+        await in_org(dispatcher, keep)
+        log.info("dispatcher %s of %s erased a courier: request %s, %s",
+                 dispatcher.dispatcher_id, dispatcher.org_id, erased.request_id,
+                 erased.deleted)  # fmt: skip
+        return json_response({"courier_id": courier_id, **document})
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> dict[str, str]:

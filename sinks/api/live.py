@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from config.settings import Settings
-from geostream.kafka import admin_client, create_consumer, topic_name
+from geostream.kafka import assign_from_end, create_consumer, topic_name
 from schemas.records import CourierEvent, EnrichedFix
 from schemas.wire import WireError, decode
 from sinks.api.metrics import LIVE_CLIENTS, LIVE_EVENTS, LIVE_UNREADABLE
@@ -75,6 +75,11 @@ def event_update(event: CourierEvent) -> dict[str, object]:
         "lat": event.lat,
         "lon": event.lon,
     }
+
+
+def erased_frame(key: bytes) -> bytes:
+    """What a dispatcher is told when a courier is erased: drop it from the map."""
+    return sse_frame("erased", {"courier_id": key.partition(b"/")[2].decode(errors="replace")})
 
 
 def to_frame(logical_topic: str, value: bytes) -> tuple[str, bytes]:
@@ -233,7 +238,7 @@ class LiveFeed:
             )
             try:
                 await consumer.start()
-                await self._assign(consumer)
+                await assign_from_end(self.settings, consumer, list(self._topics))
                 self.ready.set()
                 backoff = 0.5
                 await self._consume(consumer)
@@ -248,34 +253,18 @@ class LiveFeed:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 15.0)
 
-    async def _assign(self, consumer: AIOKafkaConsumer) -> None:
-        """All partitions of both topics, positioned at their ends before ``ready``."""
-        admin = admin_client(self.settings)
-        await admin.start()
-        try:
-            described = await admin.describe_topics(list(self._topics))
-        finally:
-            await admin.close()
-        missing = sorted(t["topic"] for t in described if t.get("error_code"))
-        if missing:
-            raise KafkaError(f"topics {missing} not found")
-        partitions = [
-            TopicPartition(t["topic"], p["partition"])
-            for t in described
-            for p in sorted(t["partitions"], key=lambda p: int(p["partition"]))
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for tp in partitions:
-            await consumer.position(tp)
-
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=2000)
             for tp, records in batches.items():
                 logical = self._topics[tp.topic]
                 for record in records:
-                    if record.value is None or not self.hub.watched(org_of_key(record.key)):
+                    org_id = org_of_key(record.key)
+                    if not self.hub.watched(org_id):
+                        continue
+                    if record.value is None:  # an erasure's tombstone
+                        if logical == LATEST_TOPIC and org_id is not None:
+                            self.hub.publish(org_id, erased_frame(record.key))
                         continue
                     try:
                         org_id, frame = to_frame(logical, record.value)

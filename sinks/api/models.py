@@ -116,6 +116,21 @@ class StopPage(Paged):
     items: list[StopItem]
 
 
-class Deleted(BaseModel):
+class ErasureReceipt(BaseModel):
+    """What an erasure did; the copy kept by the operator is the same without ``courier_id``."""
+
     courier_id: str
-    deleted: dict[str, int] = Field(description="Rows deleted per table.")
+    request_id: str
+    org_id: str
+    kind: str
+    requested_by: str
+    requested_at: str
+    rows_deleted: dict[str, int] = Field(description="Rows deleted per table.")
+    device_tokens_revoked: int
+    tombstones: dict[str, str] = Field(description="Topics and logs that get a tombstone.")
+    log_copies_expire: dict[str, str] = Field(
+        description="Per topic, when the last copy of the courier's records leaves its log."
+    )
+    courier_forgotten_at: str = Field(
+        description="When the request record itself drops the courier's id."
+    )

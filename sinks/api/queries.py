@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 
-from sinks import privacy
 from sinks.api.params import TimeRange
 
 Conn = AsyncConnection[tuple[Any, ...]]
@@ -242,22 +241,3 @@ async def database_ready(conn: Conn) -> bool:
     """The database answers and the API role can use the schema (for ``/readyz``)."""
     cursor = await conn.execute("SELECT count(*) FROM latest_positions WHERE false")
     return await cursor.fetchone() is not None
-
-
-async def delete_courier(conn: Conn, courier_id: str) -> dict[str, int]:
-    """Delete the courier's rows in every table of :data:`sinks.privacy.COURIER_TABLES`.
-
-    Run in an org transaction as ``geostream_api``: row-level security (the DELETE policies of
-    migration 0011) limits it to the request's org, so the statement names no org. It cannot
-    use :func:`sinks.privacy.delete_courier` as is: with an explicit ``org_id = ...`` next to
-    the policy's ``org_id = request_org()``, TimescaleDB 2.19 fails to plan a DELETE on a
-    hypertable with chunks ("variable not found in subplan target list").
-    """
-    deleted: dict[str, int] = {}
-    for table in privacy.COURIER_TABLES:
-        cursor = await conn.execute(
-            sql.SQL("DELETE FROM {} WHERE courier_id = %s").format(sql.Identifier(table)),
-            (courier_id,),
-        )
-        deleted[table] = max(cursor.rowcount, 0)
-    return deleted
