@@ -324,6 +324,11 @@ class Settings(BaseSettings):
         description="Most items per page (422 above); 10,000 lets a dashboard fetch a large "
         "org's latest positions in one request.",
     )
+    api_export_max_points: int = Field(
+        default=200_000,
+        ge=1,
+        description="Most fixes (or stops) in one GPX, CSV or GeoJSON track file (413 above).",
+    )
     api_statement_timeout_ms: int = Field(
         default=5000, ge=1, description="Longest time one API query may run in PostgreSQL."
     )

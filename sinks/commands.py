@@ -109,7 +109,19 @@ def register_admin(actions: Any) -> None:
     export.add_argument("--org", required=True)
     export.add_argument("--courier", required=True)
     export.add_argument("--out", help="write to this file instead of stdout")
+    export.add_argument(
+        "--format",
+        choices=("json", "gpx", "csv", "geojson"),
+        default="json",
+        help="json: every row and the access audit; gpx, csv, geojson: the track (and stops)",
+    )
     export.set_defaults(handler=export_courier_command)
+
+    accesses = actions.add_parser("audit", help="who read a courier's data, and when (6.1)")
+    accesses.add_argument("--org", required=True)
+    accesses.add_argument("--courier", required=True)
+    accesses.add_argument("--limit", type=int, default=1000, help="newest first (default 1000)")
+    accesses.set_defaults(handler=audit_command)
 
     delete = actions.add_parser("delete-courier", help="delete all of a courier's data (9.7)")
     delete.add_argument("--org", required=True)
@@ -151,22 +163,58 @@ async def _with_owner(fn: Any, *fn_args: Any) -> Any:
         return await fn(conn, *fn_args)
 
 
-def export_courier_command(args: argparse.Namespace) -> int:
-    from sinks.isolation import IsolationError
+async def _export_recorded(conn: Any, org_id: str, courier_id: str, fmt: str) -> Any:
+    """The courier's export, recorded in the access audit as the operator's read."""
+    import getpass
+
+    from config.retention import RetentionPolicy
+    from sinks import audit
     from sinks.privacy import export_courier
 
+    document = await export_courier(conn, org_id, courier_id)
+    policy = RetentionPolicy.load(get_settings().retention_file)
+    accessor = f"admin:{getpass.getuser()}"
+    await audit.record(conn, policy, org_id, courier_id, accessor, "export", {"format": fmt})
+    return document
+
+
+def export_courier_command(args: argparse.Namespace) -> int:
+    from sinks.isolation import IsolationError
+
     try:
-        document = asyncio.run(_with_owner(export_courier, args.org, args.courier))
+        document = asyncio.run(_with_owner(_export_recorded, args.org, args.courier, args.format))
     except IsolationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = json.dumps(document, indent=1, default=str)
+    if args.format == "json":
+        text = json.dumps(document, indent=1, default=str)
+    else:
+        from sinks import formats
+        from sinks.privacy import export_track
+
+        text = formats.render(args.format, args.courier, *export_track(document))
     if args.out:
         with open(args.out, "w") as out:
             out.write(text)
         print(f"exported {document['counts']} to {args.out}")
     else:
         print(text)
+    return 0
+
+
+def audit_command(args: argparse.Namespace) -> int:
+    from sinks import audit
+    from sinks.isolation import IsolationError, check_org
+
+    try:
+        check_org(args.org)
+    except IsolationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    items = asyncio.run(_with_owner(audit.read, args.org, args.courier, args.limit))
+    with contextlib.suppress(BrokenPipeError):
+        for item in items:
+            print(json.dumps(item, default=str))
     return 0
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
+from sinks import audit
+from sinks.formats import TrackPoint, Waypoint, track_points, waypoints
 from sinks.isolation import check_org
 
 # Tables holding a courier's rows, with their ordering column for the export.
@@ -23,6 +25,8 @@ COURIER_TABLES: dict[str, str] = {
     "latest_positions": "ts",
     "courier_daily": "day",
 }
+#: Most access-audit records in one export (the newest).
+EXPORT_AUDIT_MAX = 100_000
 # Geometry columns, exported as GeoJSON.
 _GEOMETRY = {"geom", "path"}
 
@@ -52,13 +56,21 @@ async def export_courier(
             cursor = await conn.execute(_export_query(table, order, geometry), (org_id, courier_id))
             row = await cursor.fetchone()
             tables[table] = row[0] if row else []
+        accesses = await audit.read(conn, org_id, courier_id, EXPORT_AUDIT_MAX)
     return {
         "org_id": org_id,
         "courier_id": courier_id,
         "exported_at": datetime.now(UTC).isoformat(),
         "counts": {table: len(rows) for table, rows in tables.items()},
         "tables": tables,
+        "access_audit": accesses,  # who looked at the courier's data, newest first
     }
+
+
+def export_track(document: dict[str, Any]) -> tuple[list[TrackPoint], list[Waypoint]]:
+    """The positions and stops of an export document, for :func:`sinks.formats.render`."""
+    tables = document["tables"]
+    return track_points(tables["positions"]), waypoints(tables["stops"])
 
 
 async def _geometry_column(conn: AsyncConnection[Any], table: str) -> str | None:

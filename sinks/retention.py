@@ -35,7 +35,7 @@ TIME_COLUMNS: dict[str, str] = {
     "courier_events": "ts",
 }
 # Plain tables cleaned by expires_at alone.
-PLAIN_TABLES: tuple[str, ...] = ("latest_positions", "courier_daily")
+PLAIN_TABLES: tuple[str, ...] = ("latest_positions", "courier_daily", "access_audit")
 
 
 def longest_period(policy: RetentionPolicy, retention_class: str) -> timedelta:

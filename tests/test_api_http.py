@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import json
 import os
 import subprocess
@@ -30,6 +32,7 @@ from geostream.db import create_pool
 from geostream.kafka import create_producer, topic_name
 from ingest.tokens import TokenStore
 from processors.erasure import is_erasure
+from processors.offline import read_gpx
 from schemas.records import CourierEvent, EnrichedFix, PrivacyRequest
 from schemas.wire import decode, encode
 from sinks.api import models
@@ -77,6 +80,15 @@ class Api:
         ):
             body = await response.read()
             return response.status, json.loads(body) if body else None
+
+    async def file(self, path: str, token: str, **params: Any) -> tuple[int, str, str]:
+        """(status, content type, text) of a download."""
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(self.base + path, headers=headers, params=params) as response,
+        ):
+            return response.status, response.headers["Content-Type"], await response.text()
 
     async def delete(self, path: str, token: str) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"}
@@ -478,6 +490,75 @@ async def test_privacy_export_and_erase_need_an_operator_of_the_org(api: Api) ->
     assert status == 200
     assert body["counts"]["latest_positions"] == 1
     assert body["counts"]["positions"] == 4
+
+
+async def test_reads_of_a_courier_are_audited_for_the_courier_and_the_operator(api: Api) -> None:
+    await add_track(api, "org-a", "a1", 6)
+    await add_stop_and_trip(api, "org-a", "a1")
+    await add_track(api, "org-b", "a1", 2)
+    alice = await api.token("org-a", "alice")
+    operator = await api.token("org-a", "op", operator=True)
+    other_operator = await api.token("org-b", "op-b", operator=True)
+    span = {"from": iso(T0), "to": iso(T0 + timedelta(hours=1))}
+    for listing in ("track", "trips", "stops"):
+        assert (await api.get(f"/v1/couriers/a1/{listing}", alice, **span))[0] == 200
+    assert (await api.get("/v1/couriers/nobody/track", alice, **span))[0] == 404  # not a read
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as http,
+        http.get(api.base + "/v1/live", headers={"Authorization": f"Bearer {alice}"}) as live,
+    ):
+        assert live.status == 200
+
+    assert (await api.get("/v1/audit", alice, courier="a1"))[0] == 403
+    status, body = await api.get("/v1/audit", operator, courier="a1")
+    assert status == 200, body
+    seen = [(i["accessor"], i["action"], i["scope"]) for i in body["items"]]
+    assert seen == [
+        ("alice", "live", "org"), ("alice", "stops", "courier"), ("alice", "trips", "courier"),
+        ("alice", "track", "courier"),
+    ]  # fmt: skip
+    assert body["items"][-1]["detail"] == {
+        "from": (T0).isoformat(), "to": (T0 + timedelta(hours=1)).isoformat()
+    }  # fmt: skip
+    # Org B's a1 is another courier: its operator sees none of org A's reads.
+    assert (await api.get("/v1/audit", other_operator, courier="a1"))[1]["items"] == []
+
+    # The courier's export says who looked, and is itself recorded.
+    status, document = await api.get("/v1/couriers/a1/export", operator)
+    assert status == 200
+    assert [(i["accessor"], i["action"]) for i in document["access_audit"]] == [
+        (a, b) for a, b, _ in seen
+    ]
+    status, body = await api.get("/v1/audit", operator, courier="a1")
+    assert (body["items"][0]["accessor"], body["items"][0]["action"]) == ("op", "export")
+
+
+async def test_tracks_and_exports_as_gpx_csv_and_geojson(api: Api) -> None:
+    times = await add_track(api, "org-a", "a1", 6)
+    await add_stop_and_trip(api, "org-a", "a1")
+    alice = await api.token("org-a", "alice")
+    operator = await api.token("org-a", "op", operator=True)
+    span = {"from": iso(T0), "to": iso(T0 + timedelta(hours=1))}
+    for path, token, params in (
+        ("/v1/couriers/a1/track", alice, span),
+        ("/v1/couriers/a1/export", operator, {}),
+    ):
+        status, media, text = await api.file(path, token, format="gpx", **params)
+        assert (status, media) == (200, "application/gpx+xml"), text
+        assert [f.ts for f in read_gpx(text, "a1")] == times
+        assert text.count("<wpt ") == 1  # the stop
+        status, media, text = await api.file(path, token, format="csv", **params)
+        assert (status, media) == (200, "text/csv; charset=utf-8")
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert [datetime.fromisoformat(r["ts"]) for r in rows] == times
+        assert {float(r["speed_mps"]) for r in rows} == {3.0}
+        status, media, text = await api.file(path, token, format="geojson", **params)
+        assert (status, media) == (200, "application/geo+json")
+        kinds = [f["properties"]["kind"] for f in json.loads(text)["features"]]
+        assert kinds == ["route"] + ["fix"] * 6 + ["stop"]
+    assert (await api.file("/v1/couriers/a1/track", alice, format="kml", **span))[0] == 422
+    assert (await api.file("/v1/couriers/nobody/track", alice, format="gpx", **span))[0] == 404
 
 
 async def test_health_readiness_metrics_and_openapi(api: Api) -> None:

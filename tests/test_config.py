@@ -93,11 +93,12 @@ def test_shipped_retention_file_covers_every_record_class() -> None:
     from typing import get_args
 
     from schemas.records import RetentionClass
+    from sinks.audit import AUDIT_CLASS
     from sinks.erasure import RECEIPT_CLASS
 
     policy = RetentionPolicy.load(CONFIG_DIR / "retention.yaml")
     # every record's class, and those of the database's own records: nothing unused
-    assert set(policy.periods) == {*get_args(RetentionClass), RECEIPT_CLASS}
+    assert set(policy.periods) == {*get_args(RetentionClass), RECEIPT_CLASS, AUDIT_CLASS}
 
 
 def test_shipped_topics_obey_their_retention_classes() -> None:

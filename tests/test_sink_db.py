@@ -12,6 +12,7 @@ from config.retention import RetentionPolicy
 from config.settings import Settings
 from geostream.db import create_pool
 from ingest.tokens import TokenStore
+from processors.offline import read_gpx
 from schemas.wire import encode
 from sinks.decode import decode_message
 from sinks.erasure import erase_in_database
@@ -202,6 +203,22 @@ async def test_privacy_commands(settings: Settings, database_url: str) -> None:
     document = json.loads(exported.stdout)
     assert document["counts"]["positions"] == 1
     assert document["counts"]["stops"] == 1
+    gpx = await asyncio.to_thread(
+        subprocess.run,
+        [*base, "export-courier", "--org", "acme", "--courier", "c5", "--format", "gpx"],
+        capture_output=True, text=True, check=True, env=env,
+    )  # fmt: skip
+    assert len(list(read_gpx(gpx.stdout, "c5"))) == 1
+    audited = await asyncio.to_thread(
+        subprocess.run,
+        [*base, "audit", "--org", "acme", "--courier", "c5"],
+        capture_output=True, text=True, check=True, env=env,
+    )  # fmt: skip
+    reads = [json.loads(line) for line in audited.stdout.splitlines()]
+    assert [(r["action"], r["detail"]) for r in reads] == [
+        ("export", {"format": "gpx"}), ("export", {"format": "json"})
+    ]  # fmt: skip
+    assert all(r["accessor"].startswith("admin:") for r in reads)
     refused = await asyncio.to_thread(
         subprocess.run,
         [*base, "delete-courier", "--org", "acme", "--courier", "c5"],

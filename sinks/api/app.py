@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 import psycopg
@@ -36,7 +36,7 @@ from geostream.db import create_pool
 from geostream.kafka import create_producer, topic_specs
 from geostream.tokens import hash_token
 from processors.zones import Geofences
-from sinks import erasure, privacy
+from sinks import audit, erasure, formats, privacy
 from sinks.api import models, queries
 from sinks.api.auth import Dispatcher, DispatcherCache, lookup_dispatcher
 from sinks.api.live import LiveFeed, LiveHub, TooManyStreams, stream
@@ -99,6 +99,15 @@ def page_response(page: queries.Page, listing: str, head: dict[str, Any]) -> Res
     cursor = encode_cursor(listing, orjson.loads(page.next_key)) if page.next_key else None
     body = {**head, "next_cursor": cursor, "items": orjson.Fragment(page.items_json)}
     return json_response(body)
+
+
+def file_response(body: str, fmt: formats.Format, name: str) -> Response:
+    """An export file, offered for download as ``name``.<format>."""
+    return Response(
+        body,
+        media_type=formats.MEDIA_TYPES[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'},
+    )
 
 
 def not_found(kind: str, ident: str) -> HTTPException:
@@ -222,8 +231,11 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
         dispatcher: Dispatcher,
         courier_id: str,
         fetch: Callable[[queries.Conn], Awaitable[queries.Page]],
+        action: audit.Action,
+        span: TimeRange,
     ) -> queries.Page:
-        """A page of one courier's history; 404 when the org knows no such courier."""
+        """A page of one courier's history, recorded in the access audit; 404 when the org
+        knows no such courier."""
 
         async def work(conn: queries.Conn) -> queries.Page | None:
             page = await fetch(conn)
@@ -231,6 +243,9 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
                 conn, dispatcher.org_id, courier_id
             ):
                 return None
+            detail = {"from": span.start.isoformat(), "to": span.end.isoformat()}
+            await audit.record(conn, state().retention, dispatcher.org_id, courier_id,
+                               dispatcher.dispatcher_id, action, detail)  # fmt: skip
             return page
 
         page = await in_org(dispatcher, work)
@@ -297,6 +312,10 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
         ] = 0.0,
         limit: Limit = None,
         cursor: Cursor = None,
+        format: Annotated[
+            Literal["json", "gpx", "csv", "geojson"],
+            Query(description="json: pages; gpx, csv, geojson: the whole range as one file."),
+        ] = "json",
     ) -> Response:
         span = span_of(from_, to)
         after = after_key("track", cursor)
@@ -307,7 +326,9 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
                 conn, dispatcher.org_id, courier_id, span, n, after, simplify
             )
 
-        page = await courier_page(dispatcher, courier_id, fetch)
+        if format != "json":
+            return await track_file(dispatcher, courier_id, span, format)
+        page = await courier_page(dispatcher, courier_id, fetch, "track", span)
         geometry = orjson.Fragment(page.extra[0]) if page.extra[0] is not None else None
         route = {
             "type": "Feature",
@@ -321,7 +342,44 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
         head = {"courier_id": courier_id, "from": span.start, "to": span.end, "route": route}
         return page_response(page, "track", head)
 
-    def interval_route(listing: str, fetcher: Any, model: Any, summary: str) -> None:
+    async def track_file(
+        dispatcher: Dispatcher, courier_id: str, span: TimeRange, fmt: formats.Format
+    ) -> Response:
+        """The whole ``span`` of a courier's track, with its stops, as one file."""
+        lookback = span.start - timedelta(seconds=settings.api_max_range_s)
+        page_size = settings.api_max_limit
+
+        async def all_items(conn: queries.Conn, fetcher: Any, *args: Any) -> list[Any]:
+            items: list[Any] = []
+            after: tuple[datetime, str] | None = None
+            while True:
+                page = await fetcher(conn, dispatcher.org_id, courier_id, span, page_size, after,
+                                     *args)  # fmt: skip
+                items += orjson.loads(page.items_json)
+                if len(items) > settings.api_export_max_points:
+                    raise HTTPException(
+                        413, f"more than {settings.api_export_max_points} items; narrow the range"
+                    )
+                if page.next_key is None:
+                    return items
+                ts, ident = orjson.loads(page.next_key)
+                after = (datetime.fromisoformat(ts), ident)
+
+        async def fetch(conn: queries.Conn) -> queries.Page:
+            points = await all_items(conn, queries.track, 0.0)
+            stops = await all_items(conn, queries.stops, lookback)
+            return queries.Page(orjson.dumps(points).decode(), None, (stops,))
+
+        page = await courier_page(dispatcher, courier_id, fetch, "track", span)
+        body = formats.render(
+            fmt,
+            courier_id,
+            formats.track_points(orjson.loads(page.items_json)),
+            formats.waypoints(page.extra[0]),
+        )
+        return file_response(body, fmt, f"{courier_id}-track")
+
+    def interval_route(listing: audit.Action, fetcher: Any, model: Any, summary: str) -> None:
         @app.get(f"/v1/couriers/{{courier_id}}/{listing}", response_model=model, summary=summary)
         async def handler(
             dispatcher: Auth,
@@ -342,7 +400,7 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
                 )
                 return page
 
-            page = await courier_page(dispatcher, courier_id, fetch)
+            page = await courier_page(dispatcher, courier_id, fetch, listing, span)
             head = {"courier_id": courier_id, "from": span.start, "to": span.end}
             return page_response(page, listing, head)
 
@@ -417,6 +475,16 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
             subscription = st.hub.subscribe(dispatcher.org_id, token_hash.hex())
         except TooManyStreams as exc:
             raise HTTPException(429, str(exc), headers={"Retry-After": "5"}) from exc
+
+        async def opened(conn: queries.Conn) -> None:  # every courier of the org is watched
+            await audit.record(conn, st.retention, dispatcher.org_id, None,
+                               dispatcher.dispatcher_id, "live")  # fmt: skip
+
+        try:
+            await in_org(dispatcher, opened)
+        except BaseException:
+            st.hub.unsubscribe(subscription)
+            raise
         return StreamingResponse(
             stream(
                 st.hub,
@@ -466,11 +534,24 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
         "/v1/couriers/{courier_id}/export",
         summary="Everything stored about a courier (privacy: right of access); operators only",
     )
-    async def export(dispatcher: Auth, courier_id: CourierId) -> Response:
+    async def export(
+        dispatcher: Auth,
+        courier_id: CourierId,
+        format: Annotated[
+            Literal["json", "gpx", "csv", "geojson"],
+            Query(description="json: every row and the access audit; gpx, csv, geojson: the"
+                              " positions (and stops) only."),
+        ] = "json",
+    ) -> Response:  # fmt: skip
         await operator_courier(dispatcher, courier_id)
         async with privacy_connection(dispatcher.org_id) as conn:
             document = await privacy.export_courier(conn, dispatcher.org_id, courier_id)
-        return json_response(document)
+            await audit.record(conn, state().retention, dispatcher.org_id, courier_id,
+                               dispatcher.dispatcher_id, "export", {"format": format})  # fmt: skip
+        if format == "json":
+            return json_response(document)
+        body = formats.render(format, courier_id, *privacy.export_track(document))
+        return file_response(body, format, f"{courier_id}-export")
 
     async def started_producer() -> AIOKafkaProducer:
         st = state()
@@ -525,6 +606,23 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
                  dispatcher.dispatcher_id, dispatcher.org_id, erased.request_id,
                  erased.deleted)  # fmt: skip
         return json_response({"courier_id": courier_id, **document})
+
+    @app.get(
+        "/v1/audit",
+        summary="Who read a courier's data, and when (access audit); operators only",
+    )
+    async def audit_log(
+        dispatcher: Auth,
+        courier: Annotated[str, Query(pattern=ID_PATTERN, max_length=128)],
+        limit: Limit = None,
+    ) -> Response:
+        await operator(dispatcher)
+
+        async def work(conn: queries.Conn) -> list[dict[str, Any]]:
+            return await audit.read(conn, dispatcher.org_id, courier,
+                                    limit or settings.api_default_limit)  # fmt: skip
+
+        return json_response({"courier_id": courier, "items": await in_org(dispatcher, work)})
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> dict[str, str]:
