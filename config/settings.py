@@ -378,6 +378,11 @@ class Settings(BaseSettings):
 
 
 @lru_cache(maxsize=1)
+def is_secret(name: str) -> bool:
+    """Whether a setting holds a secret that no command or log may show."""
+    return name.endswith("_password")
+
+
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()

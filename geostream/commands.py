@@ -58,7 +58,7 @@ def run_topics(args: argparse.Namespace) -> int:
 
 def run_settings(args: argparse.Namespace) -> int:
     from config.docs import readme_with_table
-    from config.settings import PROJECT_DIR
+    from config.settings import PROJECT_DIR, is_secret
     from geostream.db import redact
 
     if args.update_readme:
@@ -67,6 +67,6 @@ def run_settings(args: argparse.Namespace) -> int:
         print(f"updated {readme}")
         return 0
     for name, value in get_settings().model_dump().items():
-        shown = redact(str(value))
+        shown = "***" if is_secret(name) and value else redact(str(value))
         print(f"GEOSTREAM_{name.upper()}={shown}")
     return 0

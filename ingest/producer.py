@@ -150,5 +150,8 @@ class FixProducer:
             await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
             await asyncio.wait_for(producer.partitions_for(self.topic), timeout_s)
         except (KafkaUnavailable, KafkaError, OSError, TimeoutError) as exc:
-            return False, f"{type(exc).__name__}: {exc}"
+            # the detail is for the log: /readyz answers anyone, and addresses or broker
+            # internals are nobody's business there
+            log.warning("readiness: Kafka unavailable: %s: %s", type(exc).__name__, exc)
+            return False, "unavailable"
         return True, "ok"

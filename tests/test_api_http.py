@@ -30,6 +30,7 @@ from processors_helpers import topic_reader
 from config.settings import Settings
 from geostream.db import create_pool
 from geostream.kafka import create_producer, topic_name
+from geostream.stack.system import free_port
 from ingest.tokens import TokenStore
 from processors.erasure import is_erasure
 from processors.offline import read_gpx
@@ -119,9 +120,14 @@ async def api(settings: Settings, tmp_path: Path) -> AsyncIterator[Api]:
             "api_max_range_s": 86400.0,
         }
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(api_settings), host="127.0.0.1", port=0, log_level="warning")
-    )
+    async with served(create_app(api_settings)) as base:
+        yield Api(base, api_settings, settings.database_url)
+
+
+@contextlib.asynccontextmanager
+async def served(app: Any) -> AsyncIterator[str]:
+    """The app on a free loopback port; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     task = asyncio.create_task(server.serve())
     for _ in range(600):
         if server.started or task.done():
@@ -129,9 +135,11 @@ async def api(settings: Settings, tmp_path: Path) -> AsyncIterator[Api]:
         await asyncio.sleep(0.05)
     assert server.started, "the API did not start"
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield Api(f"http://127.0.0.1:{port}", api_settings, settings.database_url)
-    server.should_exit = True
-    await task
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 async def add_latest(api: Api, org: str, courier: str, *, ts: datetime = NOW, zones=()) -> None:
@@ -559,6 +567,18 @@ async def test_tracks_and_exports_as_gpx_csv_and_geojson(api: Api) -> None:
         assert kinds == ["route"] + ["fix"] * 6 + ["stop"]
     assert (await api.file("/v1/couriers/a1/track", alice, format="kml", **span))[0] == 422
     assert (await api.file("/v1/couriers/nobody/track", alice, format="gpx", **span))[0] == 404
+
+
+async def test_readyz_tells_anyone_only_that_the_database_is_unavailable(
+    settings: Settings,
+) -> None:
+    port = free_port()
+    nowhere = f"postgresql://geostream_api:not-the-password@127.0.0.1:{port}/geostream"
+    async with served(create_app(settings, db_url=nowhere)) as base:
+        status, body = await Api(base, settings, settings.database_url).get("/readyz", None)
+    assert status == 503
+    assert (body["status"], body["database"]) == ("unavailable", "unavailable")
+    assert str(port) not in json.dumps(body)  # no address, no driver message
 
 
 async def test_health_readiness_metrics_and_openapi(api: Api) -> None:

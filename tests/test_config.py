@@ -121,3 +121,22 @@ def test_topic_buffer_longer_than_its_class_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="allows only"):
         load_topics(topics, POLICY)
+
+
+def test_settings_command_never_prints_a_password() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "GEOSTREAM_DB_API_PASSWORD": "hunter2-api",
+        "GEOSTREAM_DATABASE_URL": "postgresql://owner:hunter2-owner@127.0.0.1:1/db",
+    }
+    shown = subprocess.run(
+        [sys.executable, "-m", "geostream.cli", "settings"],
+        capture_output=True, text=True, check=True, env=env, timeout=60,
+    ).stdout  # fmt: skip
+    assert "hunter2" not in shown
+    assert "GEOSTREAM_DB_API_PASSWORD=***" in shown
+    assert "GEOSTREAM_DATABASE_URL=postgresql://owner:***@127.0.0.1:1/db" in shown

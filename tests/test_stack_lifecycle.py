@@ -10,11 +10,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from config.settings import get_settings
+from geostream.db import redact
 from geostream.stack import Stack
 from geostream.stack.system import port_open
 
@@ -56,7 +58,11 @@ def test_a_fresh_stack_comes_up_reports_and_goes_down(tmp_path: Path) -> None:
         report = json.loads(status.stdout)
         assert report["kafka_bootstrap"] == "127.0.0.1:19092"
         assert report["services"]["kafka"]["up"] is True
-        with psycopg.connect(report["database_url"]) as conn:
+        assert ":***@" in report["database_url"]  # status is for terminals: no password
+        url = run_cli("stack", "url", env=env)
+        assert url.returncode == 0, url.stderr
+        assert redact(url.stdout.strip()) == report["database_url"]
+        with psycopg.connect(url.stdout.strip()) as conn:
             extensions = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
             hypertables = conn.execute(
                 "SELECT count(*) FROM timescaledb_information.hypertables"
@@ -93,5 +99,36 @@ def test_status_of_the_shared_stack_is_healthy_json(stack: Stack) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["kafka_bootstrap"] == get_settings().kafka_bootstrap
-    assert report["database_url"].startswith("postgresql://geostream:")
+    assert report["database_url"].startswith("postgresql://geostream:***@")
     assert report["services"]["postgres"]["timescaledb_license"] in {"apache", "timescale"}
+
+
+def test_private_files_are_never_readable_by_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Created 0600 from the first byte (os.open's mode), and an existing file is narrowed."""
+    import os
+
+    from geostream.stack.system import write_private
+
+    opened: list[int] = []
+    real_open = os.open
+
+    def recording_open(path: Any, flags: int, mode: int = 0o777, **kw: Any) -> int:
+        opened.append(mode)
+        return real_open(path, flags, mode, **kw)
+
+    monkeypatch.setattr(os, "open", recording_open)
+    old_umask = os.umask(0)
+    try:
+        fresh = tmp_path / "fresh.json"
+        write_private(fresh, "{}")
+        existing = tmp_path / "existing.json"
+        existing.write_text("old")
+        existing.chmod(0o644)
+        write_private(existing, "new")
+    finally:
+        os.umask(old_umask)
+    assert opened == [0o600, 0o600]
+    assert (fresh.stat().st_mode & 0o777, existing.stat().st_mode & 0o777) == (0o600, 0o600)
+    assert existing.read_text() == "new"

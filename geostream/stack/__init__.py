@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.settings import Settings
+from geostream.db import redact
 from geostream.stack.kafka import KafkaNode
 from geostream.stack.postgres import PostgresCluster
 from geostream.stack.system import StackError, ensure_debian_packages, os_release, require_commands
@@ -143,7 +144,8 @@ class Stack:
         url = pg.url() if pg.credentials_file.exists() else None
         return {
             "kafka_bootstrap": self.settings.kafka_bootstrap,
-            "database_url": self.settings.database_url or url,
+            # without the password: status is printed to terminals and logs (`stack url` has it)
+            "database_url": redact(shown) if (shown := self.settings.database_url or url) else None,
             "stack_dir": str(self.settings.stack_dir),
             "services": {"kafka": kafka, "postgres": database},
             "healthy": bool(kafka.get("up")) and bool(database.get("up")),

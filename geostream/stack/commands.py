@@ -1,4 +1,4 @@
-"""``geostream stack up | down | status [--json] | reset``."""
+"""``geostream stack up | down | status [--json] | url | reset``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from config.settings import get_settings
+from geostream.db import database_url
 from geostream.stack import Stack, StackError
 
 
@@ -18,6 +19,7 @@ def register(commands: Any) -> None:
     actions.add_parser("reset", help="stop and delete data (keeps jars and builds)")
     status = actions.add_parser("status", help="addresses and health; non-zero when down")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    actions.add_parser("url", help="the owner's database URL, password included (a secret)")
     stack.set_defaults(handler=run)
 
 
@@ -26,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "status":
             return print_status(stack.status(), as_json=args.json)
+        if args.action == "url":
+            print(database_url(stack.settings))
+            return 0
         changes = {"up": stack.up, "down": stack.down, "reset": stack.reset}[args.action]()
     except StackError as exc:
         print(f"geostream stack {args.action}: {exc}")

@@ -20,6 +20,7 @@ from geostream.stack.system import (
     port_open,
     run,
     wait_for_port,
+    write_private,
 )
 
 log = logging.getLogger("geostream.stack")
@@ -77,14 +78,12 @@ class PostgresCluster:
         self.home.mkdir(parents=True, exist_ok=True)
         if not self.credentials_file.exists():
             creds = {"postgres": secrets.token_urlsafe(18), OWNER_ROLE: secrets.token_urlsafe(18)}
-            self.credentials_file.write_text(json.dumps(creds))
-            self.credentials_file.chmod(0o600)
+            write_private(self.credentials_file, json.dumps(creds))
         pwfile = self.home / ".pwfile"
-        pwfile.write_text(self.credentials()["postgres"] + "\n")
+        write_private(pwfile, self.credentials()["postgres"] + "\n")
         if is_root():
             shutil.chown(self.home, "postgres", "postgres")
             shutil.chown(pwfile, "postgres", "postgres")
-        pwfile.chmod(0o600)
         log.info("initialising PostgreSQL %s cluster in %s", self.version, self.data_dir)
         try:
             run(

@@ -44,6 +44,15 @@ def run(
     return result
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read, from its first byte: with ``write_text`` and
+    then ``chmod``, a secret is world-readable in between."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)  # a file that existed keeps its mode through O_CREAT
+        out.write(text)
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 

@@ -636,8 +636,10 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
             async with st.pool.connection(timeout=2.0) as conn:
                 await queries.database_ready(conn)
         except (psycopg.Error, PoolTimeout) as exc:
+            # the detail is for the log: /readyz answers anyone
+            log.warning("readiness: database unavailable: %s", str(exc).strip())
             return json_response(
-                {"status": "unavailable", "database": str(exc), "live_feed": live_ready}, 503
+                {"status": "unavailable", "database": "unavailable", "live_feed": live_ready}, 503
             )
         return json_response({"status": "ready", "database": "up", "live_feed": live_ready})
 
