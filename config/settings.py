@@ -103,6 +103,15 @@ class Settings(BaseSettings):
     ingest_rate_burst: float = Field(
         default=20.0, ge=1, description="Requests a device may send at once (token bucket size)."
     )
+    auth_failures_per_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Unknown or revoked tokens one client address may present per second (gateway "
+        "and API) once its burst is spent; more get 429 before any database lookup.",
+    )
+    auth_failures_burst: float = Field(
+        default=20.0, ge=1, description="Unknown tokens a client address may present at once."
+    )
     ingest_token_cache_ttl_s: float = Field(
         default=5.0,
         ge=0,

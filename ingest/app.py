@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from config.settings import Settings
 from geostream.db import create_pool
-from geostream.tokens import TokenCache
+from geostream.tokens import TokenCache, hash_token
 from ingest.body import BadEncoding, BodyTooLarge, ClientGone, gunzip_capped, read_capped
 from ingest.encoding import encode_ingested
 from ingest.metrics import IngestMetrics
@@ -120,6 +120,7 @@ class Gateway:
         self.limits = TimeLimits(settings.ingest_future_tolerance_s, settings.ingest_max_age_s)
         self.metrics = IngestMetrics()
         self.rates = RateLimiter(settings.ingest_rate_per_s, settings.ingest_rate_burst)
+        self.auth_failures = RateLimiter(settings.auth_failures_per_s, settings.auth_failures_burst)
         self.producer = FixProducer(settings)
         self.pool = create_pool(settings)
         cache = TokenCache[DeviceIdentity](
@@ -321,6 +322,20 @@ class Gateway:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Reply(401, "missing_token", "send Authorization: Bearer <token>", challenge)
+        # A client that keeps presenting unknown tokens is refused before the lookup: a flood
+        # of made-up tokens must not reach the database. Tokens the cache knows are exempt.
+        client = (scope.get("client") or ("",))[0]
+        hit, known = self.tokens.cache.get(hash_token(token))
+        if not (hit and known is not None):
+            wait = self.auth_failures.wait(client)
+            if wait > 0:
+                self.metrics.auth_refused.inc()
+                raise Reply(
+                    429,
+                    "too_many_invalid_tokens",
+                    "too many unknown or revoked tokens from this address",
+                    [(b"retry-after", retry_after_header(wait).encode())],
+                )
         try:
             identity = await self.tokens.resolve(token)
         except Exception as exc:  # the token store is down: not the device's fault
@@ -332,6 +347,7 @@ class Gateway:
                 [(b"retry-after", str(self.settings.ingest_retry_after_s).encode())],
             ) from exc
         if identity is None:
+            self.auth_failures.take(client)
             raise Reply(401, "invalid_token", "unknown or revoked token", challenge)
         return identity
 

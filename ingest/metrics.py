@@ -22,6 +22,12 @@ class IngestMetrics:
             ["path", "status"],
             registry=r,
         )
+        self.auth_refused = Counter(
+            "geostream_ingest_auth_refused",
+            "Requests refused before a token lookup: their address presented too many unknown"
+            " tokens.",
+            registry=r,
+        )
         self.fixes_accepted = Counter(
             "geostream_ingest_fixes_accepted", "Fixes acknowledged by Kafka.", registry=r
         )

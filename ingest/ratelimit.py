@@ -1,5 +1,6 @@
-"""Per-device token buckets: a device may send ``burst`` requests at once, ``rate`` per second
-on average. Pure logic with an injected clock; the gateway keeps one :class:`RateLimiter`."""
+"""Token buckets: a key may spend ``burst`` at once, ``rate`` per second on average. Pure logic
+with an injected clock. The gateway keeps one per device (requests) and, with the API, one per
+client address (unknown tokens, spent before a database lookup can be asked for)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,14 @@ class RateLimiter:
             bucket.tokens -= cost
             return 0.0
         return (cost - bucket.tokens) / self.rate
+
+    def wait(self, key: object, cost: float = 1.0) -> float:
+        """What :meth:`take` would answer, without spending anything."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        tokens = min(self.burst, bucket.tokens + (self.clock() - bucket.updated) * self.rate)
+        return 0.0 if tokens >= cost else (cost - tokens) / self.rate
 
     def _forget_full(self, now: float) -> None:
         """Drop buckets that have refilled completely: they behave exactly like new ones."""

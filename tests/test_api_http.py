@@ -401,6 +401,22 @@ async def test_tokens_missing_unknown_or_revoked_get_401(api: Api) -> None:
     assert "revoked" in body["detail"]
 
 
+async def test_a_flood_of_unknown_tokens_is_refused_before_the_database(
+    settings: Settings,
+) -> None:
+    limited = settings.model_copy(
+        update={"auth_failures_burst": 3.0, "auth_failures_per_s": 0.01,
+                "api_token_cache_ttl_s": 60.0}
+    )  # fmt: skip
+    async with served(create_app(limited)) as base:
+        api = Api(base, limited, settings.database_url)
+        good = await api.token("org-a")
+        assert (await api.get("/v1/couriers/latest", good))[0] == 200
+        statuses = [(await api.get("/v1/couriers/latest", f"gsk_{n}"))[0] for n in range(6)]
+        assert statuses == [401, 401, 401, 429, 429, 429]
+        assert (await api.get("/v1/couriers/latest", good))[0] == 200  # known: still served
+
+
 async def test_the_api_reads_as_the_restricted_role(api: Api) -> None:
     token = await api.token("org-a")
     assert (await api.get("/v1/couriers/latest", token))[0] == 200

@@ -470,6 +470,42 @@ async def test_an_erased_couriers_cached_tokens_stop_working_at_once(settings: S
         assert (await gateway.post(kept_token, body))[0] == 200
 
 
+async def test_a_flood_of_unknown_tokens_is_refused_before_the_database(
+    settings: Settings,
+) -> None:
+    """Finding 6: after its burst of unknown tokens an address gets 429 without a lookup; a
+    device whose token the cache knows keeps posting from the same address."""
+    limited = settings.model_copy(
+        update={"ingest_token_cache_ttl_s": 60.0, "auth_failures_burst": 5.0,
+                "auth_failures_per_s": 0.01}
+    )  # fmt: skip
+    async with running_gateway(limited) as gateway:
+        good = await gateway.device("acme", "courier-flood")
+        body = {"fixes": [fix()]}
+        assert (await gateway.post(good, body))[0] == 200
+        store = gateway.app.tokens.store
+        lookups = 0
+        real_lookup = store.lookup
+
+        async def counted(token_hash: bytes) -> Any:
+            nonlocal lookups
+            lookups += 1
+            return await real_lookup(token_hash)
+
+        store.lookup = counted  # type: ignore[method-assign]
+        answers = [
+            await gateway.post(f"gsd_{uuid.uuid4().hex}{uuid.uuid4().hex[:11]}", body)
+            for _ in range(30)
+        ]
+        assert [a[1]["error"] for a in answers] == ["invalid_token"] * 5 + [
+            "too_many_invalid_tokens"
+        ] * 25
+        assert {a[0] for a in answers[5:]} == {429}
+        assert int(answers[-1][2]["Retry-After"]) >= 1
+        assert lookups == 5
+        assert (await gateway.post(good, body))[0] == 200
+
+
 async def test_400_for_malformed_json_and_wrong_shape(gateway: Gateway) -> None:
     token = await gateway.device("acme", "courier-4")
     cases: list[tuple[bytes, str]] = [

@@ -47,6 +47,28 @@ def test_bucket_allows_burst_then_refills_at_rate() -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(
+    rate=st.floats(min_value=0.1, max_value=10),
+    burst=st.integers(min_value=1, max_value=10),
+    steps=st.lists(st.tuples(st.booleans(), st.floats(0, 2)), max_size=60),
+)
+def test_wait_is_what_take_would_answer_and_spends_nothing(
+    rate: float, burst: int, steps: list[tuple[bool, float]]
+) -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate_per_s=rate, burst=burst, clock=clock)
+    twin = RateLimiter(rate_per_s=rate, burst=burst, clock=clock)
+    for spend, gap in steps:
+        clock.now += gap
+        asked = limiter.wait("k")
+        assert limiter.wait("k") == asked  # asking twice spends nothing
+        if spend:
+            assert limiter.take("k") == pytest.approx(asked)
+            twin.take("k")
+        assert limiter.wait("k") == pytest.approx(twin.wait("k"))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
     rate=st.floats(min_value=0.1, max_value=100),
     burst=st.integers(min_value=1, max_value=50),
     gaps=st.lists(st.floats(min_value=0, max_value=5), min_size=1, max_size=200),

@@ -35,6 +35,7 @@ from config.settings import Settings
 from geostream.db import create_pool
 from geostream.kafka import create_producer, topic_specs
 from geostream.tokens import hash_token
+from ingest.ratelimit import RateLimiter, retry_after_header
 from processors.zones import Geofences
 from sinks import audit, erasure, formats, privacy
 from sinks.api import models, queries
@@ -159,22 +160,40 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
         auto_error=False, description="Dispatcher token from `geostream admin create-dispatcher`."
     )
 
+    # Token lookups may hold half the pool at most, so a flood of made-up tokens from many
+    # addresses cannot starve the queries of dispatchers already known.
+    lookups = asyncio.Semaphore(max(1, settings.db_pool_max_size // 2))
+    auth_failures = RateLimiter(settings.auth_failures_per_s, settings.auth_failures_burst)
+
     async def resolve(token_hash: bytes) -> Dispatcher | None:
         st = state()
         hit, dispatcher = st.cache.get(token_hash)
         if not hit:
-            async with st.pool.connection() as conn:
+            async with lookups, st.pool.connection() as conn:
                 dispatcher = await lookup_dispatcher(conn, token_hash)
             st.cache.put(token_hash, dispatcher)
         return dispatcher
 
     async def current_dispatcher(
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Dispatcher:
         if credentials is None:
             raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        dispatcher = await resolve(hash_token(credentials.credentials))
+        token_hash = hash_token(credentials.credentials)
+        client = request.client.host if request.client else ""
+        hit, known = state().cache.get(token_hash)
+        if not (hit and known is not None):  # an address presenting unknown tokens waits
+            wait = auth_failures.wait(client)
+            if wait > 0:
+                raise HTTPException(
+                    429,
+                    "too many unknown or revoked tokens from this address",
+                    headers={"Retry-After": retry_after_header(wait)},
+                )
+        dispatcher = await resolve(token_hash)
         if dispatcher is None:
+            auth_failures.take(client)
             raise HTTPException(
                 401,
                 "unknown or revoked dispatcher token",
