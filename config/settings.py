@@ -297,6 +297,11 @@ class Settings(BaseSettings):
     sink_metrics_port: int = Field(
         default=9102, ge=0, le=65535, description="Port of the sink's /metrics (0: off)."
     )
+    sink_maintenance: bool = Field(
+        default=True,
+        description="The sink runs retention and the courier_daily refresh itself, as the "
+        "owner; off where the sink may log in only as its own role (`geostream maintain` then).",
+    )
     sink_retention_interval_s: float = Field(
         default=3600.0, ge=0, description="How often the sink runs retention (0: never)."
     )
@@ -308,8 +313,18 @@ class Settings(BaseSettings):
     )
     db_api_password: str = Field(
         default="",
-        description="Password of the restricted geostream_api DB role; empty: derived from the "
-        "owner's password (HMAC), so every API process agrees without storing a secret.",
+        description="Password of the API's DB role geostream_api; empty: the local stack's "
+        "(random, in its credentials file). `geostream db roles` sets it.",
+    )
+    db_gateway_password: str = Field(
+        default="",
+        description="Password of the gateway's DB role geostream_gateway (token lookups only); "
+        "empty: the local stack's.",
+    )
+    db_sink_password: str = Field(
+        default="",
+        description="Password of the sink's DB role geostream_sink (writes); empty: the local "
+        "stack's.",
     )
 
     # Dispatcher API --------------------------------------------------------------------------

@@ -13,6 +13,9 @@ def register(commands: Any) -> None:
     db = commands.add_parser("db", help="database schema")
     db_actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
     db_actions.add_parser("migrate", help="apply pending migrations")
+    db_actions.add_parser(
+        "roles", help="give the service roles their logins and passwords (after migrate)"
+    )
     db.set_defaults(handler=run_db)
 
     topics = commands.add_parser("topics", help="Kafka topics from config/topics.yaml")
@@ -33,6 +36,13 @@ def run_db(args: argparse.Namespace) -> int:
     from geostream.db import database_url
     from sinks.migrate import migrate
 
+    if args.action == "roles":
+        from sinks.isolation import SERVICE_ROLES, enable_service_logins
+
+        enabled = enable_service_logins(get_settings())
+        for role in SERVICE_ROLES.values():
+            print(f"{role}: {'login enabled' if role in enabled else 'no password configured'}")
+        return 0 if len(enabled) == len(SERVICE_ROLES) else 1
     applied = migrate(database_url(get_settings()))
     for migration in applied:
         print(f"applied {migration.version:04d}_{migration.name}")

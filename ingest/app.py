@@ -33,6 +33,7 @@ from ingest.ratelimit import RateLimiter, retry_after_header
 from ingest.revocations import RevocationListener
 from ingest.tokens import DeviceIdentity, TokenResolver, TokenStore
 from ingest.validation import TimeLimits, unstorable, validate_batch
+from sinks.isolation import service_database_url
 
 log = logging.getLogger("geostream.ingest")
 
@@ -122,7 +123,7 @@ class Gateway:
         self.rates = RateLimiter(settings.ingest_rate_per_s, settings.ingest_rate_burst)
         self.auth_failures = RateLimiter(settings.auth_failures_per_s, settings.auth_failures_burst)
         self.producer = FixProducer(settings)
-        self.pool = create_pool(settings)
+        self.pool = create_pool(settings, service_database_url(settings, "gateway"))
         cache = TokenCache[DeviceIdentity](
             settings.ingest_token_cache_ttl_s, stale_s=settings.ingest_token_stale_s
         )

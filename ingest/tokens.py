@@ -149,10 +149,9 @@ class TokenStore:
     async def lookup(self, token_hash: bytes) -> DeviceIdentity | None:
         """The identity of a live token, or None for an unknown or revoked one."""
         async with self.pool.connection() as conn:
+            # the gateway's role may only ask (migration 0014), not read the table
             cursor = await conn.execute(
-                "SELECT org_id, courier_id, device_id FROM device_tokens"
-                " WHERE token_hash = %s AND revoked_at IS NULL",
-                (token_hash,),
+                "SELECT org_id, courier_id, device_id FROM device_for_token(%s)", (token_hash,)
             )
             row = await cursor.fetchone()
         return DeviceIdentity(*row) if row is not None else None

@@ -26,6 +26,25 @@ def register(commands: Any) -> None:
     run.add_argument("--json", action="store_true", help="print the report as JSON")
     retention.set_defaults(handler=run_retention_command)
 
+    maintain = commands.add_parser(
+        "maintain", help="retention and the courier_daily refresh on their schedule, as the owner"
+    )
+    maintain.set_defaults(handler=run_maintain)
+
+
+def run_maintain(args: argparse.Namespace) -> int:
+    from config.retention import RetentionPolicy
+    from sinks.maintenance import Maintenance
+    from sinks.metrics import SinkMetrics
+
+    settings = get_settings()
+    maintenance = Maintenance(
+        settings, RetentionPolicy.load(settings.retention_file), SinkMetrics()
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(maintenance.run_forever())
+    return 0
+
 
 def run_sink(args: argparse.Namespace) -> int:
     from geostream.garbage import tune_gc

@@ -199,19 +199,11 @@ async def pending_erasures(
 ) -> dict[str, set[Courier]]:
     """Per logical topic, the couriers whose tombstone the sink has not passed there yet.
 
-    Takes SHARE on ``privacy_requests`` for the caller's transaction: an erasure recorded
-    meanwhile waits for that transaction to commit, so its deletes see what it wrote, and a
-    later transaction sees the request.
+    ``sink_pending_erasures`` (migration 0014) takes SHARE on ``privacy_requests`` for the
+    caller's transaction: an erasure recorded meanwhile waits for that transaction to commit,
+    so its deletes see what it wrote, and a later transaction sees the request.
     """
-    await conn.execute("LOCK TABLE privacy_requests IN SHARE MODE")
-    cursor = await conn.execute(
-        "SELECT t.topic, r.org_id, r.courier_id"
-        " FROM privacy_requests r CROSS JOIN unnest(%s::text[]) AS t(topic)"
-        " WHERE r.courier_id IS NOT NULL AND NOT EXISTS ("
-        "  SELECT 1 FROM privacy_erasure_progress p"
-        "  WHERE p.request_id = r.request_id AND p.topic = t.topic)",
-        (topics,),
-    )
+    cursor = await conn.execute("SELECT * FROM sink_pending_erasures(%s)", (topics,))
     pending: dict[str, set[Courier]] = {}
     for topic, org_id, courier_id in await cursor.fetchall():
         pending.setdefault(topic, set()).add((org_id, courier_id))
@@ -221,9 +213,4 @@ async def pending_erasures(
 async def mark_passed(conn: AsyncConnection[Any], topic: str, couriers: set[Courier]) -> None:
     """Record that the sink passed these couriers' tombstones on ``topic``."""
     for org_id, courier_id in couriers:
-        await conn.execute(
-            "INSERT INTO privacy_erasure_progress (request_id, topic)"
-            " SELECT request_id, %s FROM privacy_requests"
-            " WHERE org_id = %s AND courier_id = %s ON CONFLICT DO NOTHING",
-            (topic, org_id, courier_id),
-        )
+        await conn.execute("SELECT sink_mark_passed(%s, %s, %s)", (topic, org_id, courier_id))

@@ -43,12 +43,14 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from config.retention import RetentionPolicy
 from config.settings import Settings
-from geostream.db import create_pool, database_url
+from geostream.db import create_pool
 from geostream.kafka import create_consumer, create_producer, topic_name
 from schemas.records import Rejection
 from schemas.wire import encode
 from sinks.decode import RECEIVED_AT, Unwritable, row_decoder
 from sinks.erasure import Courier, courier_of_key
+from sinks.isolation import service_database_url
+from sinks.maintenance import Maintenance
 from sinks.metrics import SinkMetrics
 from sinks.rows import POSITIONS, TOPIC_TABLES, Row, Table
 from sinks.writer import Tombstoned, write_batch
@@ -172,6 +174,7 @@ class Sink:
         self.settings = settings
         self.metrics = metrics or SinkMetrics()
         self.policy = RetentionPolicy.load(settings.retention_file)
+        self.maintenance = Maintenance(settings, self.policy, self.metrics)
         self._before_commit = before_commit
         self._logical = {topic_name(settings, t): t for t in TOPIC_TABLES}
         self._tables = {topic: TOPIC_TABLES[t] for topic, t in self._logical.items()}
@@ -191,7 +194,8 @@ class Sink:
 
     async def run(self) -> None:
         settings = self.settings
-        self.pool = create_pool(settings)
+        # the writer logs in as geostream_sink; maintenance (retention) connects as the owner
+        self.pool = create_pool(settings, service_database_url(settings, "sink"))
         await self.pool.open(wait=False)
         producer = create_producer(settings, client_id="geostream-sink")
         consumer = create_consumer(
@@ -216,7 +220,10 @@ class Sink:
         log.info("sink consuming %s as group %s", sorted(self._logical), settings.sink_group_id)
         collector = asyncio.create_task(self._collect_loop(consumer), name="sink-collect")
         writer = asyncio.create_task(self._write_loop(consumer, producer), name="sink-write")
-        maintenance = asyncio.create_task(self._maintenance_loop(), name="sink-maintenance")
+        maintenance = asyncio.create_task(
+            self.maintenance.run_forever() if settings.sink_maintenance else asyncio.sleep(0),
+            name="sink-maintenance",
+        )
         try:
             done, _ = await asyncio.wait({collector, writer}, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -231,47 +238,6 @@ class Sink:
             with contextlib.suppress(Exception):
                 await producer.stop()
             await self.pool.close()
-
-    # -- scheduled maintenance ----------------------------------------------------------------
-
-    async def _maintenance_loop(self) -> None:
-        """Retention and the courier_daily refresh, each on its own interval; never fatal."""
-        settings = self.settings
-        intervals = {
-            "retention": settings.sink_retention_interval_s,
-            "aggregates": settings.sink_aggregates_interval_s,
-        }
-        due = {name: time.monotonic() for name, every in intervals.items() if every > 0}
-        while due:
-            name = min(due, key=due.__getitem__)
-            await asyncio.sleep(max(due[name] - time.monotonic(), 0))
-            try:
-                await self.maintain(name)
-            except (psycopg.Error, OSError) as exc:
-                log.warning("%s failed (%s); next attempt in %.0fs", name, exc, intervals[name])
-            due[name] = time.monotonic() + intervals[name]
-
-    async def maintain(self, name: str) -> None:
-        """Run one maintenance job now: ``retention`` or ``aggregates``."""
-        from sinks.aggregates import lookback_start, refresh_daily
-        from sinks.retention import run_retention, timescale_edition
-
-        url = database_url(self.settings)
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            if name == "retention":
-                report = await run_retention(conn, self.policy)
-                for table, count in report.rows_deleted.items():
-                    self.metrics.retention_rows.labels(table).inc(count)
-                for table, count in report.chunks_dropped.items():
-                    self.metrics.retention_chunks.labels(table).inc(count)
-                log.info("retention: chunks dropped %s, rows deleted %s",
-                         report.chunks_dropped, report.rows_deleted)  # fmt: skip
-            else:
-                since = lookback_start(
-                    datetime.now(UTC).date(), self.settings.sink_aggregates_lookback_days
-                )
-                rows = await refresh_daily(conn, self.policy, since, await timescale_edition(conn))
-                log.info("courier_daily refreshed from %s: %d rows", since, rows)
 
     # -- collecting ---------------------------------------------------------------------------
 
@@ -413,6 +379,12 @@ class Sink:
                 if reason is not None:
                     raise PermanentWriteError(reason, str(exc).strip()) from exc
                 self.metrics.retries.labels("db").inc()
+                if isinstance(exc, psycopg.errors.FeatureNotSupported):
+                    # TimescaleDB refuses writes to hypertables under row-level security
+                    log.error(
+                        "the sink's role needs BYPASSRLS (a superuser: ALTER ROLE"
+                        " geostream_sink BYPASSRLS); `geostream stack up` gives it"
+                    )
                 log.warning("DB write failed (%s: %s); retrying in %.1fs",
                             type(exc).__name__, str(exc).strip(), delay)  # fmt: skip
                 await asyncio.sleep(delay)

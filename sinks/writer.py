@@ -211,6 +211,8 @@ async def write_batch(
                 await copy_rows(conn, LATEST, latest_rows(rows))
                 cursor = await conn.execute(INSERTS["latest_positions"])
                 result.rows["latest_positions"] = max(cursor.rowcount, 0)
+        if result.rows:
+            await conn.execute("SELECT secure_chunks()")  # a chunk made now: migration 0015
         if before_commit is not None:
             await before_commit()
     if made_staging:  # only once committed: a rolled-back transaction drops them again

@@ -350,3 +350,36 @@ def test_docker_compose_config_is_valid() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_no_service_logs_in_as_the_superuser_or_the_owner(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Finding 2 of issue 16: the superuser only creates the owner (an init script); the owner
+    runs migrations, service logins and retention; each service logs in as its own role."""
+    own_password = {
+        "ingest": "GEOSTREAM_DB_GATEWAY_PASSWORD",
+        "sink": "GEOSTREAM_DB_SINK_PASSWORD",
+        "api": "GEOSTREAM_DB_API_PASSWORD",
+    }
+    for name, service in services.items():
+        env = _environment(service)
+        if "GEOSTREAM_DATABASE_URL" not in env:
+            continue
+        url = urlsplit(_interpolate(env["GEOSTREAM_DATABASE_URL"]))
+        assert url.username != "postgres", f"{name} logs in as the superuser"
+        if name in own_password:
+            assert url.username is None, f"{name} must not hold the owner's login"
+            assert INTERPOLATION.search(env[own_password[name]]), name
+            others = set(own_password.values()) - {own_password[name]}
+            assert not others & set(env), f"{name} holds another service's password"
+        elif name in ("init", "maintenance"):
+            assert url.username == "geostream", name
+    assert _environment(services["sink"])["GEOSTREAM_SINK_MAINTENANCE"] == "false"
+    assert _command(services["maintenance"]) == ["maintain"]
+    init_script = " ".join(_command(services["init"]))
+    assert init_script.index("db migrate") < init_script.index("db roles")
+    owner_script = ROOT / "deploy" / "postgres" / "initdb" / "10-geostream-owner.sh"
+    text = owner_script.read_text()
+    assert "NOSUPERUSER" in text
+    assert "OWNER TO geostream" in text

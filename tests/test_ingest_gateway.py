@@ -24,6 +24,7 @@ import orjson
 import psycopg
 import pytest
 import uvicorn
+from psycopg.conninfo import conninfo_to_dict
 
 from config.retention import RetentionPolicy
 from config.settings import Settings, get_settings
@@ -417,6 +418,12 @@ async def test_a_token_of_org_a_never_writes_for_org_b(gateway: Gateway) -> None
 
 
 # Whole-request errors ------------------------------------------------------------------------
+
+
+async def test_the_gateway_looks_tokens_up_as_its_own_role(gateway: Gateway) -> None:
+    token = await gateway.device("acme", "courier-role")
+    assert (await gateway.post(token, {"fixes": [fix()]}))[0] == 200
+    assert conninfo_to_dict(gateway.app.pool.conninfo)["user"] == "geostream_gateway"
 
 
 async def test_401_for_missing_unknown_and_revoked_tokens(gateway: Gateway) -> None:

@@ -11,13 +11,17 @@ import pytest
 from sink_support import event, fix, stop, trip
 
 from config.settings import Settings, get_settings
+from geostream.db import create_pool
+from geostream.tokens import hash_token
+from ingest.tokens import TokenStore
 from sinks.isolation import (
+    SERVICE_ROLES,
     IsolationError,
-    api_database_url,
     check_org,
     create_analyst,
     drop_analyst,
     org_transaction,
+    service_database_url,
 )
 from sinks.rows import TOPIC_TABLES
 from sinks.writer import write_batch
@@ -81,6 +85,32 @@ def test_analyst_sees_only_its_org_in_every_table(two_orgs: Settings) -> None:
         psycopg.connect(url).close()
 
 
+def test_no_role_reads_other_orgs_ids_from_chunk_statistics(two_orgs: Settings) -> None:
+    """Finding 3 of issue 16: pg_stats shows a chunk's most common org, courier and trip ids to
+    anyone with SELECT on it (TimescaleDB copies the grants), unless its row security is on;
+    the writer turns it on in the transaction that makes the chunk."""
+    with psycopg.connect(two_orgs.database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+        chunks = conn.execute(
+            "SELECT c.relrowsecurity FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'geostream_chunks' AND c.relkind = 'r'"
+        ).fetchall()
+        assert chunks
+        assert {secured for (secured,) in chunks} == {True}
+        stats = "SELECT count(*) FROM pg_stats WHERE attname IN ('org_id', 'courier_id')"
+        owner_sees = conn.execute(stats).fetchone()
+        assert owner_sees is not None
+        assert owner_sees[0] > 0  # the statistics exist: the owner may see them
+    role, analyst_url = create_analyst(two_orgs, "red")
+    try:
+        logins = {"analyst": analyst_url, "api": service_database_url(two_orgs, "api")}
+        for who, url in logins.items():
+            with psycopg.connect(url, autocommit=True) as conn:
+                assert conn.execute(stats).fetchone() == (0,), who
+    finally:
+        assert drop_analyst(two_orgs, role)
+
+
 def test_create_analyst_command_prints_url_last(two_orgs: Settings) -> None:
     env_url = two_orgs.database_url
     out = subprocess.run(
@@ -106,7 +136,7 @@ def test_analyst_rejects_bad_org() -> None:
 
 
 async def test_api_role_sees_only_the_request_org(two_orgs: Settings) -> None:
-    url = api_database_url(two_orgs)
+    url = service_database_url(two_orgs, "api")
     async with await psycopg.AsyncConnection.connect(url) as conn:
         for org in ("red", "blue"):
             async with org_transaction(conn, org):
@@ -129,7 +159,7 @@ async def test_api_role_sees_only_the_request_org(two_orgs: Settings) -> None:
 
 
 def test_api_role_without_org_setting_sees_nothing(two_orgs: Settings) -> None:
-    with psycopg.connect(api_database_url(two_orgs), autocommit=True) as conn:
+    with psycopg.connect(service_database_url(two_orgs, "api"), autocommit=True) as conn:
         for table in TABLES:
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
         conn.execute("SELECT set_config('geostream.org_id', '', false)")
@@ -137,3 +167,50 @@ def test_api_role_without_org_setting_sees_nothing(two_orgs: Settings) -> None:
     # The owner (the sink) sees both orgs: the rows really are there.
     with psycopg.connect(two_orgs.database_url) as conn:
         assert orgs_seen(conn, "positions") == {"red", "blue"}
+
+
+async def test_each_service_role_may_do_its_job_and_nothing_more(two_orgs: Settings) -> None:
+    """Finding 2: the gateway only asks who a token is, the sink only writes, and no service
+    role is a superuser or owns a table."""
+    async with create_pool(two_orgs) as pool:  # the owner enrols a device
+        token = await TokenStore(pool).create("red", "c9", "phone-9")
+    urls = {service: service_database_url(two_orgs, service) for service in SERVICE_ROLES}
+    for service, url in urls.items():
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT current_user, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls"
+                " FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+            # only the sink, which writes every org's rows, is not subject to row security
+            bypass = service == "sink"
+            assert row == (SERVICE_ROLES[service], False, False, False, bypass), service
+            owned = conn.execute(
+                "SELECT count(*) FROM pg_tables WHERE tableowner = current_user"
+            ).fetchone()
+            assert owned == (0,), service
+            forbidden_statements = (
+                "SELECT * FROM device_tokens",
+                "SELECT * FROM analyst_orgs",
+                "SELECT * FROM privacy_requests",
+                "DELETE FROM positions",
+            )
+            for forbidden in forbidden_statements:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(forbidden)
+
+    with psycopg.connect(urls["gateway"], autocommit=True) as conn:
+        found = conn.execute("SELECT * FROM device_for_token(%s)", (hash_token(token),))
+        assert found.fetchall() == [("red", "c9", "phone-9")]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT count(*) FROM positions")
+
+    # The sink writes through the real writer, erasure checks included.
+    async with await psycopg.AsyncConnection.connect(urls["sink"]) as conn:
+        written = await write_batch(conn, {TOPIC_TABLES["fixes.clean"]: [
+            TOPIC_TABLES["fixes.clean"].to_row(fix(org="green", courier="g1"))]})  # fmt: skip
+        assert written.rows["positions"] == 1
+    with psycopg.connect(urls["sink"], autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT * FROM device_for_token(''::bytea)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DROP TABLE positions")

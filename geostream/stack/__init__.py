@@ -84,6 +84,7 @@ class Stack:
     def up(self) -> list[str]:
         """Install, start, migrate and create topics; returns what changed (empty when up)."""
         from geostream.kafka import create_topics
+        from sinks.isolation import enable_service_logins
         from sinks.migrate import migrate
 
         self.changes = []
@@ -95,6 +96,7 @@ class Stack:
         pg.bootstrap()
         applied = migrate(pg.url())
         self._did(bool(applied), f"applied {len(applied)} migration(s)")
+        enable_service_logins(self.settings, pg.url())
         kafka = self.kafka
         self._did(kafka.configure(), "formatted Kafka storage")
         self._did(kafka.start(), "started Kafka")

@@ -27,6 +27,7 @@ log = logging.getLogger("geostream.stack")
 
 HOST = "127.0.0.1"
 OWNER_ROLE = "geostream"
+SINK_ROLE = "geostream_sink"
 DATABASE = "geostream"
 EXTENSIONS = ("timescaledb", "postgis")
 
@@ -65,6 +66,14 @@ class PostgresCluster:
 
     def credentials(self) -> dict[str, str]:
         return dict(json.loads(self.credentials_file.read_text()))
+
+    def service_password(self, role: str) -> str:
+        """The password of a service's role, made (random) and kept on first use."""
+        creds = self.credentials()
+        if role not in creds:
+            creds[role] = secrets.token_urlsafe(18)
+            write_private(self.credentials_file, json.dumps(creds))
+        return creds[role]
 
     def url(self, role: str = OWNER_ROLE, database: str = DATABASE) -> str:
         password = self.credentials()[role]
@@ -174,6 +183,13 @@ class PostgresCluster:
                         role, sql.Literal(password)
                     )
                 )
+            # The sink writes every org's rows; COPY into a table with row-level security
+            # needs BYPASSRLS, which only a superuser may give (migration 0014 gives the rest).
+            sink = sql.Identifier(SINK_ROLE)
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (SINK_ROLE,)).fetchone():
+                conn.execute(sql.SQL("ALTER ROLE {} BYPASSRLS").format(sink))
+            else:
+                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN BYPASSRLS").format(sink))
             for database in ("template1", DATABASE):
                 if database == DATABASE:
                     has_db = conn.execute(

@@ -43,7 +43,7 @@ from sinks.api.auth import Dispatcher, DispatcherCache, lookup_dispatcher
 from sinks.api.live import LiveFeed, LiveHub, TooManyStreams, stream
 from sinks.api.metrics import MetricsMiddleware
 from sinks.api.params import ParamError, TimeRange, decode_cursor, encode_cursor, resolve_range
-from sinks.isolation import api_database_url, org_transaction
+from sinks.isolation import org_transaction, service_database_url
 
 log = logging.getLogger("geostream.api")
 
@@ -121,9 +121,7 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        url: str = (
-            db_url if db_url is not None else await asyncio.to_thread(api_database_url, settings)
-        )
+        url: str = db_url if db_url is not None else service_database_url(settings, "api")
         conninfo = session_conninfo(url, settings)
         pool = create_pool(settings, conninfo)
         await pool.open()

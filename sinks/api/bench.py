@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> BenchResult:
 
     from config.settings import get_settings
     from geostream.db import database_url
-    from sinks.isolation import api_database_url
+    from sinks.isolation import service_database_url
     from sinks.migrate import migrate
 
     settings = get_settings()
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         migrate(scratch_url)
         token = asyncio.run(_seed(scratch_url, args.couriers))
         scratch = settings.model_copy(update={"database_url": scratch_url})
-        api_url = api_database_url(scratch)
+        api_url = service_database_url(scratch, "api")
         port = free_port()
         env = {
             **os.environ,
