@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 GEOSTREAM := $(BIN)/geostream
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench stack-up stack-down stack-status clean
+.PHONY: install run test fuzz lint bench stack-up stack-down stack-status clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ run: stack-up
 ## Lint, then the whole test suite against the real local stack (brought up first).
 test: stack-up lint
 	$(BIN)/pytest
+
+# 100,000 generated requests against the real gateway and API; prints the tally
+fuzz: stack-up
+	GEOSTREAM_FUZZ_CASES=100000 $(BIN)/pytest -q -s tests/test_fuzz.py
 
 lint: install
 	$(BIN)/ruff check .
