@@ -132,3 +132,14 @@ def test_private_files_are_never_readable_by_others(
     assert opened == [0o600, 0o600]
     assert (fresh.stat().st_mode & 0o777, existing.stat().st_mode & 0o777) == (0o600, 0o600)
     assert existing.read_text() == "new"
+
+
+def test_kafka_cluster_ids_never_look_like_an_option() -> None:
+    """The storage tool took an id starting with "-" for an option: 1 fresh stack in 64 failed
+    to format. 10,000 ids would hold ~156 such ids if they were not drawn again."""
+    from geostream.stack.kafka import _cluster_id
+
+    ids = [_cluster_id() for _ in range(10_000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert {len(i) for i in ids} == {22}
+    assert len(set(ids)) == len(ids)

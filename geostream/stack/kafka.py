@@ -171,8 +171,13 @@ class KafkaNode:
 
 
 def _cluster_id() -> str:
-    """A KRaft cluster id as Kafka makes them: a random UUID, base64url without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A KRaft cluster id as Kafka makes them: a random UUID, base64url without padding, drawn
+    again when it starts with "-" (as Kafka's Uuid.randomUuid does): the storage tool would
+    take it for an option (1 format in 64 failed)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _reap(pid: int, block: bool = False) -> None:
