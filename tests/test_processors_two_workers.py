@@ -64,7 +64,14 @@ ROUND_S = 0.1  # one fix of every courier per round: 240 fixes/s, 5 s of event t
 MAX_ROUNDS = 900  # the stream's bound (90 s), reached only when the takeover never comes
 AFTER_TAKEOVER_ROUNDS = 30  # fixes that reach the survivor as live traffic, not backlog
 WINDOW_S = 3.0  # reorder window: the last fixes of a courier wait this long for the timer
-PROCESSING = {"reorder_window_s": WINDOW_S, "trip_max_gap_s": 600.0}  # no timer-closed trips
+PROCESSING: dict[str, float] = {
+    "reorder_window_s": WINDOW_S,
+    "trip_max_gap_s": 600.0,  # no timer-closed trips
+    # faust's own commit interval: the kill must land between two commits, 1 s after one (at
+    # the pipeline's 0.3 s, the next commit often came first and the kill found nothing in
+    # flight)
+    "worker_commit_interval_s": 2.8,
+}
 SESSION_TIMEOUT_S = 10  # faust's default (60 s) is how long the group waits for a dead member
 OUTPUTS = ("fixes.clean", "fixes.rejected", "stops", "trips", "courier.events")
 ID_FIELDS = {
@@ -258,7 +265,7 @@ async def test_survivor_takes_over_killed_workers_couriers_with_their_state(sett
 
         # 2. Both process their share: each has handled 20 rounds of its couriers, and A has
         # committed (offsets, outputs and state) on each of its partitions, so B will need
-        # A's state. A commits every 2.8 s (faust's commit interval): the kill comes 1 s after
+        # A's state. A commits every 2.8 s (PROCESSING): the kill comes 1 s after
         # a commit is seen, with a batch or ten processed since and the next commit far off.
         deadline = time.monotonic() + 90
         a_done = await committed(settings, a_parts)
