@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from geostream.tokens import TokenCache, hash_token, new_token
 from schemas.records import Identifier
+from schemas.wire import record_key
 
 INSERT_DEVICE_ROW: Final = (
     "INSERT INTO device_tokens (token_hash, token_hint, org_id, courier_id, device_id)"
@@ -42,7 +43,7 @@ class DeviceIdentity:
     @property
     def key(self) -> bytes:
         """The Kafka key of this courier's fixes: courier scoped by org."""
-        return f"{self.org_id}/{self.courier_id}".encode()
+        return record_key(self.org_id, self.courier_id)
 
 
 class DeviceError(ValueError):

@@ -61,7 +61,7 @@ from processors.pipeline import CourierProcessor, CourierState, Outputs
 from processors.positions import Admission, SourcePositions
 from processors.zones import Geofences
 from schemas.records import IngestedFix, PrivacyRequest, Rejection
-from schemas.wire import WireError, decode, decode_many, encode
+from schemas.wire import WireError, decode, decode_many, encode, record_key
 
 log = logging.getLogger("geostream.processors")
 
@@ -408,7 +408,7 @@ class Wiring:
                 if isinstance(fix, WireError):
                     self.reject_malformed(key, fix, out)
                     continue
-                fix_key = key or f"{fix.org_id}/{fix.courier_id}".encode()
+                fix_key = key or record_key(fix.org_id, fix.courier_id)
                 group = by_courier.get(fix_key)
                 if group is None:
                     by_courier[fix_key] = [fix]
@@ -557,7 +557,7 @@ class Wiring:
         except WireError as exc:
             self.reject_malformed(key, exc, out)
             return
-        key = f"{request.org_id}/{request.courier_id}".encode()
+        key = record_key(request.org_id, request.courier_id)
         message = event.message
         state = self.load(key, request.org_id, request.courier_id, event)
         if self.already_applied(state, message.partition, message.offset):

@@ -38,7 +38,7 @@ from processors.config import WORKER_BATCH_MAX, ProcessorConfig
 from processors.pipeline import CourierProcessor, CourierState
 from processors.zones import Geofences
 from schemas.records import IngestedFix
-from schemas.wire import WireError, decode_many, encode, encode_array
+from schemas.wire import WireError, decode_many, encode, encode_array, record_key
 
 
 def courier_fixes(courier: int, count: int, start: datetime) -> list[IngestedFix]:
@@ -125,7 +125,7 @@ def uploads(couriers: int, per_courier: int, per_record: int) -> list[tuple[byte
     for i in range(0, per_courier, per_record):
         for stream in streams:
             chunk = stream[i : i + per_record]
-            key = f"{chunk[0].org_id}/{chunk[0].courier_id}".encode()
+            key = record_key(chunk[0].org_id, chunk[0].courier_id)
             values = [encode(f) for f in chunk]
             records.append((key, values[0] if per_record == 1 else encode_array(values)))
     return records

@@ -92,3 +92,15 @@ def decode_many(record_type: type[T], data: bytes) -> list[T | WireError]:
         except WireError as exc:
             out.append(exc)
     return out
+
+
+def record_key(org_id: str, courier_id: str) -> bytes:
+    """The Kafka key of every record about a courier: ``org/courier``, so a courier's records
+    share a partition in every topic (ids are ``[A-Za-z0-9._:@-]``, never a ``/``)."""
+    return f"{org_id}/{courier_id}".encode()
+
+
+def courier_of_key(key: bytes | None) -> tuple[str, str] | None:
+    """``(org_id, courier_id)`` of a :func:`record_key` (None for any other key)."""
+    org, sep, courier = (key or b"").decode(errors="replace").partition("/")
+    return (org, courier) if sep and org and courier else None

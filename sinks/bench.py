@@ -33,7 +33,7 @@ from geostream.db import database_url
 from geostream.garbage import tune_gc
 from geostream.kafka import admin_client, create_topics, topic_name, topic_specs
 from schemas.records import EnrichedFix
-from schemas.wire import encode
+from schemas.wire import encode, record_key
 from sinks.migrate import migrate
 from sinks.rows import POSITIONS, Row
 from sinks.sink import Sink
@@ -149,7 +149,7 @@ async def sink_end_to_end(settings: Settings, fixes: list[EnrichedFix]) -> tuple
     from geostream.bench_kafka import raw_produce
 
     topic = topic_name(settings, "fixes.clean")
-    records = [(f"{f.org_id}/{f.courier_id}".encode(), encode(f)) for f in fixes]
+    records = [(record_key(f.org_id, f.courier_id), encode(f)) for f in fixes]
     produced = await raw_produce(settings, topic, records)
     tune_gc()  # as ``geostream sink`` does at start
     sink = Sink(settings)

@@ -7,10 +7,11 @@ One request, from ``DELETE /v1/couriers/{id}/data`` or ``geostream admin delete-
    deleted. From then on the sink drops the courier's records (they can only be from before).
 2. **Kafka** (:func:`publish`): the request goes to ``privacy.requests``, where the gateways
    read it and forget the courier's cached tokens, and into the courier's own ``fixes.raw``
-   partition (header :data:`RECORD_HEADER`), in order with its fixes. There the worker drops
-   the courier's state (a tombstone on its changelog), discards fixes received before the
-   request and writes tombstones on ``courier.latest`` and on each topic the sink reads; a
-   tombstone tells the sink that nothing older of the courier follows on that topic.
+   partition (marked by the header of :mod:`processors.erasure`), in order with its fixes.
+   There the worker drops the courier's state (a tombstone on its changelog), discards fixes
+   received before the request and writes tombstones on ``courier.latest`` and on each topic
+   the sink reads; a tombstone tells the sink that nothing older of the courier follows on
+   that topic.
 3. **The receipt** (:func:`receipt`): rows per table, tokens revoked, tombstones, and when
    the copies left in Kafka's logs expire. It names no courier and is kept for the operator.
 
@@ -31,14 +32,10 @@ from config.retention import RetentionPolicy
 from config.settings import Settings
 from config.topics import MAX_COMPACTION_LAG, TopicSpec
 from geostream.kafka import topic_name, topic_specs
+from processors.erasure import HEADER_NAME, HEADER_VALUE, TOMBSTONED_TOPICS
 from schemas.records import PrivacyRequest
-from schemas.wire import encode
+from schemas.wire import encode, record_key
 
-#: Marks a :class:`PrivacyRequest` among the fixes of ``fixes.raw``.
-RECORD_HEADER = ("geostream-record", b"privacy.request")
-#: Topics the worker tombstones; the sink drops a courier's records from each until it passes
-#: the courier's tombstone there.
-SINK_TOPICS = ("fixes.clean", "stops", "trips", "courier.events")
 #: How long a receipt is kept (retention class in ``config/retention.yaml``).
 RECEIPT_CLASS = "privacy_receipts"
 
@@ -118,9 +115,9 @@ def request_record(erased: Erased) -> PrivacyRequest:
 async def publish(producer: AIOKafkaProducer, settings: Settings, erased: Erased) -> None:
     """Put the request on ``privacy.requests`` and in the courier's ``fixes.raw`` partition;
     returns once Kafka has acknowledged both. Raises KafkaError."""
-    key = f"{erased.org_id}/{erased.courier_id}".encode()
+    key = record_key(erased.org_id, erased.courier_id)
     value = encode(request_record(erased))
-    header = [RECORD_HEADER]
+    header = [(HEADER_NAME, HEADER_VALUE)]
     sent = [
         await producer.send(topic_name(settings, "privacy.requests"), value, key=key),
         await producer.send(topic_name(settings, "fixes.raw"), value, key=key, headers=header),
@@ -144,7 +141,10 @@ def receipt(erased: Erased, specs: dict[str, TopicSpec]) -> dict[str, Any]:
         "tombstones": {
             "courier.latest": "written by the worker when it reaches the request",
             "worker state changelog": "written by the worker when it reaches the request",
-            **{name: "written by the worker; the sink drops older records" for name in SINK_TOPICS},
+            **{
+                name: "written by the worker; the sink drops older records"
+                for name in TOMBSTONED_TOPICS
+            },
         },
         "log_copies_expire": {
             name: (at + log_retention(spec)).isoformat() for name, spec in sorted(specs.items())
@@ -167,13 +167,7 @@ async def store_receipt(
 
 # -- the sink's part ----------------------------------------------------------------------------
 
-Courier = tuple[str, str]  # (org_id, courier_id)
-
-
-def courier_of_key(key: bytes | None) -> Courier | None:
-    """The courier of an ``org/courier`` record key (None for any other key)."""
-    org, sep, courier = (key or b"").decode(errors="replace").partition("/")
-    return (org, courier) if sep and org and courier else None
+Courier = tuple[str, str]  # (org_id, courier_id), as schemas.wire.courier_of_key gives it
 
 
 def drop_erased(

@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError
 from config.settings import Settings
 from geostream.kafka import assign_from_end, create_consumer, topic_name
 from schemas.records import CourierEvent, EnrichedFix
-from schemas.wire import WireError, decode
+from schemas.wire import WireError, courier_of_key, decode
 from sinks.api.metrics import LIVE_CLIENTS, LIVE_EVENTS, LIVE_UNREADABLE
 
 log = logging.getLogger("geostream.api.live")
@@ -79,7 +79,8 @@ def event_update(event: CourierEvent) -> dict[str, object]:
 
 def erased_frame(key: bytes) -> bytes:
     """What a dispatcher is told when a courier is erased: drop it from the map."""
-    return sse_frame("erased", {"courier_id": key.partition(b"/")[2].decode(errors="replace")})
+    courier = courier_of_key(key)
+    return sse_frame("erased", {"courier_id": courier[1] if courier else ""})
 
 
 def to_frame(logical_topic: str, value: bytes) -> tuple[str, bytes]:
