@@ -417,18 +417,18 @@ class Wiring:
             results: list[tuple[bytes, Outputs]] = []
             for fix_key, fixes in by_courier.items():
                 first = fixes[0]
-                if fix_key in self.erasures or fix_key not in self.cache:
-                    self.load(fix_key, first.org_id, first.courier_id, event)  # its marker
-                    kept = erasure.received_after(fixes, self.erasures.get(fix_key))
+                state = self.load(fix_key, first.org_id, first.courier_id, event)
+                if self.already_applied(state, message.partition, message.offset):
+                    self.metrics.replayed_out.inc(len(fixes))
+                    continue
+                erased_ms = self.erasures.get(fix_key)  # known once load has looked
+                if erased_ms is not None:
+                    kept = erasure.received_after(fixes, erased_ms)
                     if len(kept) < len(fixes):
                         self.metrics.erased_out.inc(len(fixes) - len(kept))
                         if not kept:
                             continue
                         fixes = kept
-                state = self.load(fix_key, first.org_id, first.courier_id, event)
-                if self.already_applied(state, message.partition, message.offset):
-                    self.metrics.replayed_out.inc(len(fixes))
-                    continue
                 state.source_partition = message.partition
                 state.source_offset = message.offset
                 self.save(fix_key, state, message.partition, out)

@@ -54,8 +54,6 @@ def decode_marker(value: bytes | None) -> int | None:
         return None
 
 
-def received_after(fixes: list[IngestedFix], erased_ms: int | None) -> list[IngestedFix]:
-    """The fixes the gateway received after the erasure at ``erased_ms`` (all, without one)."""
-    if erased_ms is None:
-        return fixes
+def received_after(fixes: list[IngestedFix], erased_ms: int) -> list[IngestedFix]:
+    """The fixes the gateway received after the erasure at ``erased_ms``."""
     return [fix for fix in fixes if epoch_ms(fix.received_at) > erased_ms]
