@@ -63,6 +63,11 @@ class TokenCache(Generic[T]):
             return False, None
         return True, identity
 
+    def knows(self, token_hash: bytes) -> bool:
+        """Whether the token is cached as a live one (not as unknown or revoked)."""
+        hit, identity = self.get(token_hash)
+        return hit and identity is not None
+
     def stale(self, token_hash: bytes) -> tuple[bool, T | None]:
         """(hit, identity) of an entry at most ``stale_s`` past its TTL: for when the database
         cannot be asked."""

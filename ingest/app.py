@@ -326,8 +326,8 @@ class Gateway:
         # A client that keeps presenting unknown tokens is refused before the lookup: a flood
         # of made-up tokens must not reach the database. Tokens the cache knows are exempt.
         client = (scope.get("client") or ("",))[0]
-        hit, known = self.tokens.cache.get(hash_token(token))
-        if not (hit and known is not None):
+        token_hash = hash_token(token)
+        if not self.tokens.cache.knows(token_hash):
             wait = self.auth_failures.wait(client)
             if wait > 0:
                 self.metrics.auth_refused.inc()
@@ -338,7 +338,7 @@ class Gateway:
                     [(b"retry-after", retry_after_header(wait).encode())],
                 )
         try:
-            identity = await self.tokens.resolve(token)
+            identity = await self.tokens.resolve(token_hash)
         except Exception as exc:  # the token store is down: not the device's fault
             log.warning("token lookup failed: %r", exc)
             raise Reply(

@@ -172,10 +172,10 @@ class TokenResolver:
         self.cache = cache
         self._store_down_until = float("-inf")
 
-    async def resolve(self, token: str) -> DeviceIdentity | None:
-        """The token's device; while the store cannot be asked, a stale cache entry (devices
-        seen recently keep posting through a database outage: Kafka is the buffer)."""
-        token_hash = hash_token(token)
+    async def resolve(self, token_hash: bytes) -> DeviceIdentity | None:
+        """The device of a token (by :func:`~geostream.tokens.hash_token`); while the store
+        cannot be asked, a stale cache entry (devices seen recently keep posting through a
+        database outage: Kafka is the buffer)."""
         hit, identity = self.cache.get(token_hash)
         if hit:
             return identity

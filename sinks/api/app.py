@@ -180,8 +180,7 @@ def create_app(settings: Settings, *, db_url: str | None = None) -> FastAPI:
             raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
         token_hash = hash_token(credentials.credentials)
         client = request.client.host if request.client else ""
-        hit, known = state().cache.get(token_hash)
-        if not (hit and known is not None):  # an address presenting unknown tokens waits
+        if not state().cache.knows(token_hash):  # an address presenting unknown tokens waits
             wait = auth_failures.wait(client)
             if wait > 0:
                 raise HTTPException(
