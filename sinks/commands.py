@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
 import logging
 import signal
@@ -172,6 +173,11 @@ def drop_analyst_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def operator() -> str:
+    """Who runs an admin command, as the audit and erasure records name them."""
+    return f"admin:{getpass.getuser()}"
+
+
 async def _with_owner(fn: Any, *fn_args: Any) -> Any:
     import psycopg
 
@@ -184,16 +190,13 @@ async def _with_owner(fn: Any, *fn_args: Any) -> Any:
 
 async def _export_recorded(conn: Any, org_id: str, courier_id: str, fmt: str) -> Any:
     """The courier's export, recorded in the access audit as the operator's read."""
-    import getpass
-
     from config.retention import RetentionPolicy
     from sinks import audit
     from sinks.privacy import export_courier
 
     document = await export_courier(conn, org_id, courier_id)
     policy = RetentionPolicy.load(get_settings().retention_file)
-    accessor = f"admin:{getpass.getuser()}"
-    await audit.record(conn, policy, org_id, courier_id, accessor, "export", {"format": fmt})
+    await audit.record(conn, policy, org_id, courier_id, operator(), "export", {"format": fmt})
     return document
 
 
@@ -247,7 +250,7 @@ def delete_courier_command(args: argparse.Namespace) -> int:
         return 2
     try:
         check_org(args.org)
-        document = asyncio.run(_erase(args.org, args.courier))
+        document = asyncio.run(_with_owner(_erase, args.org, args.courier))
     except IsolationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -260,31 +263,23 @@ def delete_courier_command(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _erase(org_id: str, courier_id: str) -> dict[str, Any]:
-    """The erasure as the owner (see :mod:`sinks.erasure`); returns the receipt."""
-    import getpass
-
-    import psycopg
-
+async def _erase(conn: Any, org_id: str, courier_id: str) -> dict[str, Any]:
+    """The erasure on the owner's connection (see :mod:`sinks.erasure`); returns the receipt."""
     from config.retention import RetentionPolicy
-    from geostream.db import database_url
     from geostream.kafka import create_producer, topic_specs
     from sinks import erasure
 
     settings = get_settings()
     policy = RetentionPolicy.load(settings.retention_file)
-    url = database_url(settings)
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        erased = await erasure.erase_in_database(
-            conn, settings, policy, org_id, courier_id, f"admin:{getpass.getuser()}",
-            as_api=False,
-        )  # fmt: skip
-        producer = create_producer(settings, client_id="geostream-admin")
-        await producer.start()
-        try:
-            await erasure.publish(producer, settings, erased)
-        finally:
-            await producer.stop()
-        document = erasure.receipt(erased, topic_specs(settings))
-        await erasure.store_receipt(conn, erased.request_id, document, as_api=False)
+    erased = await erasure.erase_in_database(
+        conn, settings, policy, org_id, courier_id, operator(), as_api=False
+    )
+    producer = create_producer(settings, client_id="geostream-admin")
+    await producer.start()
+    try:
+        await erasure.publish(producer, settings, erased)
+    finally:
+        await producer.stop()
+    document = erasure.receipt(erased, topic_specs(settings))
+    await erasure.store_receipt(conn, erased.request_id, document, as_api=False)
     return document

@@ -59,18 +59,23 @@ def _parse_time(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
+def _lon_lat(item: Mapping[str, Any]) -> tuple[float, float]:
+    """A row's place: ``lat``/``lon`` (the API's items) or a GeoJSON ``geom`` (the export's)."""
+    lon, lat = item["geom"]["coordinates"] if "geom" in item else (item["lon"], item["lat"])
+    return float(lon), float(lat)
+
+
 def track_points(items: Iterable[Mapping[str, Any]]) -> list[TrackPoint]:
-    """Points from rows with ``lat``/``lon`` (the API's items) or a GeoJSON ``geom`` (the
-    export's), in time order."""
+    """Points from the API's items or the export's rows, in time order."""
     points = []
     for item in items:
-        lon, lat = item["geom"]["coordinates"] if "geom" in item else (item["lon"], item["lat"])
+        lon, lat = _lon_lat(item)
         points.append(
             TrackPoint(
                 fix_id=str(item["fix_id"]),
                 ts=_parse_time(item["ts"]),
-                lat=float(lat),
-                lon=float(lon),
+                lat=lat,
+                lon=lon,
                 accuracy_m=item.get("accuracy_m"),
                 speed_mps=item.get("speed_mps"),
                 heading_deg=item.get("heading_deg"),
@@ -85,14 +90,14 @@ def waypoints(items: Iterable[Mapping[str, Any]]) -> list[Waypoint]:
     """Stops from the API's items (``start``/``end``) or the export's rows (``start_ts``)."""
     stops = []
     for item in items:
-        lon, lat = item["geom"]["coordinates"] if "geom" in item else (item["lon"], item["lat"])
+        lon, lat = _lon_lat(item)
         stops.append(
             Waypoint(
                 stop_id=str(item["stop_id"]),
                 start=_parse_time(item.get("start", item.get("start_ts"))),
                 end=_parse_time(item.get("end", item.get("end_ts"))),
-                lat=float(lat),
-                lon=float(lon),
+                lat=lat,
+                lon=lon,
                 duration_s=float(item["duration_s"]),
                 zone_id=item.get("zone_id"),
             )
