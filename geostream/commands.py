@@ -37,7 +37,7 @@ def run_db(args: argparse.Namespace) -> int:
     from sinks.migrate import migrate
 
     if args.action == "roles":
-        from sinks.isolation import SERVICE_ROLES, enable_service_logins
+        from geostream.db import SERVICE_ROLES, enable_service_logins
 
         enabled = enable_service_logins(get_settings())
         for role in SERVICE_ROLES.values():

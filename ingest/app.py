@@ -23,7 +23,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from config.settings import Settings
-from geostream.db import create_pool
+from geostream.db import create_pool, service_database_url
 from geostream.tokens import TokenCache, hash_token
 from ingest.body import BadEncoding, BodyTooLarge, ClientGone, gunzip_capped, read_capped
 from ingest.encoding import encode_ingested
@@ -33,7 +33,6 @@ from ingest.ratelimit import RateLimiter, retry_after_header
 from ingest.revocations import RevocationListener
 from ingest.tokens import DeviceIdentity, TokenResolver, TokenStore
 from ingest.validation import TimeLimits, unstorable, validate_batch
-from sinks.isolation import service_database_url
 
 log = logging.getLogger("geostream.ingest")
 

@@ -3,9 +3,9 @@
 The policies themselves are in ``sinks/migrations/0004_org_isolation.sql``; this module issues
 the credentials and sets the org of an API transaction:
 
-* each service connects as its own role (:func:`service_database_url`; migration 0014); the
-  dispatcher API's, ``geostream_api``, wraps every request in :func:`org_transaction`, which
-  sets ``geostream.org_id`` for that transaction only;
+* each service connects as its own role (:func:`geostream.db.service_database_url`; migration
+  0014); the dispatcher API's, ``geostream_api``, wraps every request in
+  :func:`org_transaction`, which sets ``geostream.org_id`` for that transaction only;
 * ``geostream admin create-analyst --org ORG`` makes a LOGIN role mapped to one org
   (:func:`create_analyst`); the mapping is keyed by the session's login role, so an analyst
   cannot widen it by setting anything.
@@ -17,24 +17,14 @@ import re
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
-from urllib.parse import quote
+from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection, sql
-from psycopg.conninfo import conninfo_to_dict
 
 from config.settings import Settings
-from geostream.db import database_url
+from geostream.db import database_url, url_for_role
 
-API_ROLE = "geostream_api"
-Service = Literal["gateway", "sink", "api"]
-#: The login role of each service (migrations 0004 and 0014).
-SERVICE_ROLES: dict[Service, str] = {
-    "gateway": "geostream_gateway",
-    "sink": "geostream_sink",
-    "api": API_ROLE,
-}
 ANALYST_GROUP = "geostream_analyst"
 _ORG_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 
@@ -48,58 +38,6 @@ def check_org(org_id: str) -> str:
     if not _ORG_PATTERN.match(org_id):
         raise IsolationError(f"invalid org id {org_id!r}: use 1-128 of A-Z a-z 0-9 . _ : @ -")
     return org_id
-
-
-def url_for_role(owner_url: str, role: str, password: str) -> str:
-    """The owner's URL (same host, port and database) with another role's credentials."""
-    params = conninfo_to_dict(owner_url)
-    host = params.get("host") or "127.0.0.1"
-    port = params.get("port") or "5432"
-    dbname = params.get("dbname") or role
-    return f"postgresql://{quote(role)}:{quote(password)}@{host}:{port}/{quote(str(dbname))}"
-
-
-def role_password(settings: Settings, service: Service) -> str:
-    """A service role's password: its setting (``GEOSTREAM_DB_<SERVICE>_PASSWORD``), or the
-    local stack's credentials file, which holds a random one per role. Never derived from
-    another role's password."""
-    configured: str = getattr(settings, f"db_{service}_password")
-    if configured:
-        return configured
-    from geostream.stack import Stack
-
-    postgres = Stack(settings).postgres
-    if postgres.credentials_file.exists():
-        return postgres.service_password(SERVICE_ROLES[service])
-    raise IsolationError(
-        f"set GEOSTREAM_DB_{service.upper()}_PASSWORD: the {service} logs in as"
-        f" {SERVICE_ROLES[service]}, and there is no local stack to keep its password"
-    )
-
-
-def service_database_url(settings: Settings, service: Service) -> str:
-    """The URL a service connects with: the database's host, port and name, its own role."""
-    role = SERVICE_ROLES[service]
-    return url_for_role(database_url(settings), role, role_password(settings, service))
-
-
-def enable_service_logins(settings: Settings, owner_url: str | None = None) -> list[str]:
-    """Give each service role its login and password (as the owner; idempotent). Services
-    whose password is neither configured nor kept by a local stack are left without login."""
-    enabled = []
-    with psycopg.connect(owner_url or database_url(settings), autocommit=True) as conn:
-        for service, role in SERVICE_ROLES.items():
-            try:
-                password = role_password(settings, service)
-            except IsolationError:
-                continue
-            conn.execute(
-                sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(role), sql.Literal(password)
-                )
-            )
-            enabled.append(role)
-    return enabled
 
 
 @asynccontextmanager

@@ -43,13 +43,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from config.retention import RetentionPolicy
 from config.settings import Settings
-from geostream.db import create_pool
+from geostream.db import create_pool, service_database_url
 from geostream.kafka import create_consumer, create_producer, topic_name
 from schemas.records import Rejection
 from schemas.wire import courier_of_key, encode
 from sinks.decode import RECEIVED_AT, Unwritable, row_decoder
 from sinks.erasure import Courier
-from sinks.isolation import service_database_url
 from sinks.maintenance import Maintenance
 from sinks.metrics import SinkMetrics
 from sinks.rows import POSITIONS, TOPIC_TABLES, Row, Table

@@ -11,17 +11,15 @@ import pytest
 from sink_support import event, fix, stop, trip
 
 from config.settings import Settings, get_settings
-from geostream.db import create_pool
+from geostream.db import SERVICE_ROLES, create_pool, service_database_url
 from geostream.tokens import hash_token
 from ingest.tokens import TokenStore
 from sinks.isolation import (
-    SERVICE_ROLES,
     IsolationError,
     check_org,
     create_analyst,
     drop_analyst,
     org_transaction,
-    service_database_url,
 )
 from sinks.rows import TOPIC_TABLES
 from sinks.writer import write_batch

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.settings import Settings
-from geostream.db import redact
+from geostream.db import enable_service_logins, redact
 from geostream.stack.kafka import KafkaNode
 from geostream.stack.postgres import PostgresCluster
 from geostream.stack.system import StackError, ensure_debian_packages, os_release, require_commands
@@ -84,7 +84,6 @@ class Stack:
     def up(self) -> list[str]:
         """Install, start, migrate and create topics; returns what changed (empty when up)."""
         from geostream.kafka import create_topics
-        from sinks.isolation import enable_service_logins
         from sinks.migrate import migrate
 
         self.changes = []

@@ -32,7 +32,7 @@ from pydantic import AwareDatetime
 
 from config.retention import RetentionPolicy
 from config.settings import Settings
-from geostream.db import create_pool
+from geostream.db import create_pool, service_database_url
 from geostream.kafka import create_producer, topic_specs
 from geostream.tokens import hash_token
 from ingest.ratelimit import RateLimiter, retry_after_header
@@ -43,7 +43,7 @@ from sinks.api.auth import Dispatcher, DispatcherCache, lookup_dispatcher
 from sinks.api.live import LiveFeed, LiveHub, TooManyStreams, stream
 from sinks.api.metrics import MetricsMiddleware
 from sinks.api.params import ParamError, TimeRange, decode_cursor, encode_cursor, resolve_range
-from sinks.isolation import org_transaction, service_database_url
+from sinks.isolation import org_transaction
 
 log = logging.getLogger("geostream.api")
 

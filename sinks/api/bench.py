@@ -115,8 +115,7 @@ def run(args: argparse.Namespace) -> BenchResult:
     from psycopg.conninfo import make_conninfo
 
     from config.settings import get_settings
-    from geostream.db import database_url
-    from sinks.isolation import service_database_url
+    from geostream.db import database_url, service_database_url
     from sinks.migrate import migrate
 
     settings = get_settings()
