@@ -64,14 +64,11 @@ ROUND_S = 0.1  # one fix of every courier per round: 240 fixes/s, 5 s of event t
 MAX_ROUNDS = 900  # the stream's bound (90 s), reached only when the takeover never comes
 AFTER_TAKEOVER_ROUNDS = 30  # fixes that reach the survivor as live traffic, not backlog
 WINDOW_S = 3.0  # reorder window: the last fixes of a courier wait this long for the timer
-PROCESSING: dict[str, float] = {
-    "reorder_window_s": WINDOW_S,
-    "trip_max_gap_s": 600.0,  # no timer-closed trips
-    # faust's own commit interval: the kill must land between two commits, 1 s after one (at
-    # the pipeline's 0.3 s, the next commit often came first and the kill found nothing in
-    # flight)
-    "worker_commit_interval_s": 2.8,
-}
+PROCESSING = {"reorder_window_s": WINDOW_S, "trip_max_gap_s": 600.0}  # no timer-closed trips
+#: For the kill test: faust's own commit interval, so that the kill lands between two commits,
+#: 1 s after one (at the pipeline's 0.3 s the next commit often came first and the kill found
+#: nothing in flight).
+SLOW_COMMITS_S = 2.8
 SESSION_TIMEOUT_S = 10  # faust's default (60 s) is how long the group waits for a dead member
 OUTPUTS = ("fixes.clean", "fixes.rejected", "stops", "trips", "courier.events")
 ID_FIELDS = {
@@ -118,11 +115,19 @@ class Worker:
         return f"--- {self.name} log (exit {self.proc.poll()}):\n" + "\n".join(shown)
 
 
-def launch(settings: Settings, tmp: Path, name: str, state_cache: int | None = None) -> Worker:
+def launch(
+    settings: Settings,
+    tmp: Path,
+    name: str,
+    state_cache: int | None = None,
+    commit_interval_s: float | None = None,
+) -> Worker:
     port = free_port()
     extra = {f"GEOSTREAM_{k.upper()}": str(v) for k, v in PROCESSING.items()}
     if state_cache is not None:
         extra["GEOSTREAM_WORKER_STATE_CACHE"] = str(state_cache)
+    if commit_interval_s is not None:
+        extra["GEOSTREAM_WORKER_COMMIT_INTERVAL_S"] = str(commit_interval_s)
     extra["BROKER_CLIENT_ID"] = name  # names the group member, so its assignment is known
     extra["BROKER_SESSION_TIMEOUT"] = str(SESSION_TIMEOUT_S)
     log = tmp / f"{name}.log"
@@ -244,8 +249,8 @@ async def test_survivor_takes_over_killed_workers_couriers_with_their_state(sett
     keys = {raw_key(t[0]) for t in fixes}
     assert {partition_of(k) for k in keys} == set(range(settings.worker_partitions))
 
-    a = launch(settings, tmp_path, "worker-a")
-    b = launch(settings, tmp_path, "worker-b")
+    a = launch(settings, tmp_path, "worker-a", commit_interval_s=SLOW_COMMITS_S)
+    b = launch(settings, tmp_path, "worker-b", commit_interval_s=SLOW_COMMITS_S)
     workers = [a, b]
     stream = Stream(settings, fixes)
     producing: asyncio.Task[None] | None = None
@@ -265,7 +270,7 @@ async def test_survivor_takes_over_killed_workers_couriers_with_their_state(sett
 
         # 2. Both process their share: each has handled 20 rounds of its couriers, and A has
         # committed (offsets, outputs and state) on each of its partitions, so B will need
-        # A's state. A commits every 2.8 s (PROCESSING): the kill comes 1 s after
+        # A's state. A commits every 2.8 s (SLOW_COMMITS_S): the kill comes 1 s after
         # a commit is seen, with a batch or ten processed since and the next commit far off.
         deadline = time.monotonic() + 90
         a_done = await committed(settings, a_parts)
